@@ -1,0 +1,22 @@
+"""Engine and session factory; callers own their sessions and transactions."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str, *, application_name: str, pool_size: int = 2) -> Engine:
+    """One engine per process; ``pool_pre_ping`` so a restarted database is survived."""
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"application_name": application_name, "connect_timeout": 5},
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

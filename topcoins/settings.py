@@ -1,0 +1,174 @@
+"""Configuration, read once from the environment into frozen dataclasses.
+
+Each process builds only the settings it needs (the API needs no provider key, the
+provider CLIs need no database), so a missing variable is reported by the command
+that needs it and by nobody else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_COINMARKETCAP_BASE_URL = "https://pro-api.coinmarketcap.com"
+DEFAULT_CRYPTOCOMPARE_BASE_URL = "https://min-api.cryptocompare.com"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it and never holds its value."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _text(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {raw!r}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {raw!r}")
+    return value
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _text(env, name, default)
+    assert value is not None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    if parts.query or parts.username or parts.password:
+        raise ConfigError(f"{name} must not carry a query string or credentials")
+    return value.rstrip("/")
+
+
+def _api_key(env: Mapping[str, str], name: str) -> str | None:
+    value = _text(env, name)
+    if value is not None and not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ConfigError(f"{name} must be printable ASCII without spaces")
+    return value
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL in the form psql accepts, turned into SQLAlchemy's psycopg 3 form."""
+    raw = _required(env, "DATABASE_URL")
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+    return f"postgresql+psycopg://{rest}"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How hard the scrapers try a provider before the run gives up."""
+
+    timeout_seconds: float = 10.0
+    retries: int = 3
+    backoff_seconds: float = 1.0
+    deadline_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(
+            timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
+            retries=_integer(env, "HTTP_RETRIES", 3, minimum=0, maximum=10),
+            backoff_seconds=_number(env, "HTTP_BACKOFF_SECONDS", 1.0, minimum=0, maximum=60),
+            deadline_seconds=_number(env, "SCRAPE_DEADLINE_SECONDS", 60.0, minimum=1, maximum=3600),
+        )
+
+
+@dataclass(frozen=True)
+class CryptoCompareSettings:
+    base_url: str = DEFAULT_CRYPTOCOMPARE_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CryptoCompareSettings:
+        return cls(
+            base_url=_base_url(env, "CRYPTOCOMPARE_BASE_URL", DEFAULT_CRYPTOCOMPARE_BASE_URL),
+            api_key=_api_key(env, "CRYPTOCOMPARE_API_KEY"),
+        )
+
+
+@dataclass(frozen=True)
+class CoinMarketCapSettings:
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_COINMARKETCAP_BASE_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CoinMarketCapSettings:
+        key = _api_key(env, "COINMARKETCAP_API_KEY")
+        if key is None:
+            raise ConfigError("COINMARKETCAP_API_KEY is not set")
+        return cls(
+            api_key=key,
+            base_url=_base_url(env, "COINMARKETCAP_BASE_URL", DEFAULT_COINMARKETCAP_BASE_URL),
+        )
+
+
+@dataclass(frozen=True)
+class ScraperSettings:
+    """Everything one scrape run needs; built once by the scraper entry point."""
+
+    database_url: str = field(repr=False)
+    ranking_size: int
+    retention_days: float
+    http: HttpSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ScraperSettings:
+        return cls(
+            database_url=database_url(env),
+            ranking_size=_integer(env, "RANKING_SIZE", 200, minimum=10, maximum=5000),
+            retention_days=_number(env, "RETENTION_DAYS", 7.0, minimum=0.01, maximum=3650),
+            http=HttpSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    database_url: str = field(repr=False)
+    stale_after_seconds: float = 900.0
+    refresh_interval_seconds: float = 1.0
+    max_limit: int = 5000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
+        return cls(
+            database_url=database_url(env),
+            stale_after_seconds=_number(
+                env, "STALE_AFTER_SECONDS", 900.0, minimum=1, maximum=30 * 86400
+            ),
+            refresh_interval_seconds=_number(
+                env, "API_REFRESH_SECONDS", 1.0, minimum=0.05, maximum=60
+            ),
+            max_limit=_integer(env, "API_MAX_LIMIT", 5000, minimum=1, maximum=100_000),
+        )
