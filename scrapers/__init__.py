@@ -1,0 +1,1 @@
+"""Short-lived scrapers: one run fetches one provider and stores one snapshot."""

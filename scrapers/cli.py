@@ -1,0 +1,163 @@
+"""Command line: the two scrape jobs, and small provider clients for checking by hand.
+
+Exit codes: 0 done (or skipped because another run holds the lock), 1 the run or
+call failed, 2 bad usage or configuration.  Failures print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from topcoins.db import make_engine
+from topcoins.logging import configure_logging
+from topcoins.settings import (
+    CoinMarketCapSettings,
+    ConfigError,
+    CryptoCompareSettings,
+    HttpSettings,
+    ScraperSettings,
+)
+
+from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient
+from .cryptocompare import CryptoCompareClient
+from .errors import ScrapeError
+from .prices import PricesJob
+from .ranks import RanksJob
+from .run import Job, Outcome, run_scrape
+
+log = logging.getLogger("scrapers")
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        return args.command(args, env)
+    except ConfigError as exc:
+        print(f"scrapers: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ScrapeError as exc:
+        print(f"scrapers: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        log.error("database error: %s", _database_reason(exc), extra={"outcome": "failed"})
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Callable[..., int]:
+    def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        configure_logging(env.get("LOG_LEVEL", "INFO"))
+        settings = ScraperSettings.from_env(env)
+        job = make_job(settings, env)
+        engine = make_engine(settings.database_url, application_name=f"scraper-{args.name}")
+        try:
+            outcome = run_scrape(
+                engine, job, retention=timedelta(days=settings.retention_days)
+            )
+        finally:
+            job.client.close()  # type: ignore[attr-defined]
+            engine.dispose()
+        return 1 if outcome is Outcome.FAILED else 0
+
+    return command
+
+
+def _ranks_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
+    client = CryptoCompareClient(CryptoCompareSettings.from_env(env), settings.http)
+    return RanksJob(client, settings.ranking_size)
+
+
+def _prices_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
+    return PricesJob(CoinMarketCapClient(CoinMarketCapSettings.from_env(env), settings.http))
+
+
+def _cmc_listings(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    configure_logging(env.get("LOG_LEVEL", "WARNING"))
+    client = CoinMarketCapClient(CoinMarketCapSettings.from_env(env), HttpSettings.from_env(env))
+    try:
+        quotes = client.listings(start=args.start, limit=args.limit)
+    finally:
+        client.close()
+    rows = [
+        (q.cmc_rank, q.cmc_id, q.symbol, q.name, _plain(q.price_usd)) for q in quotes.items
+    ]
+    print(_table(("Rank", "Id", "Symbol", "Name", "Price USD"), rows))
+    print(f"{len(rows)} assets, {quotes.credit_count} credit(s) used")
+    return 0
+
+
+def _cryptocompare_top(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    configure_logging(env.get("LOG_LEVEL", "WARNING"))
+    client = CryptoCompareClient(CryptoCompareSettings.from_env(env), HttpSettings.from_env(env))
+    try:
+        coins = client.top_by_volume(args.limit)
+    finally:
+        client.close()
+    rows = [
+        (c.rank, c.symbol, c.name, _plain(c.price_usd), _plain(c.volume_24h_usd))
+        for c in coins
+    ]
+    print(_table(("Rank", "Symbol", "Name", "Price USD", "Volume 24h USD"), rows))
+    return 0
+
+
+def _plain(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers], *[["" if v is None else str(v) for v in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _database_reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line: says what failed without echoing the connection URL."""
+    cause = getattr(exc, "orig", None) or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return f"{type(cause).__name__}: {first}"
+
+
+def _limit(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not 1 <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {maximum}")
+        return int(text)
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scrapers", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    ranks = commands.add_parser("ranks", help="scrape the CryptoCompare ranking into the database")
+    ranks.set_defaults(command=_scrape(_ranks_job), name="ranks")
+    prices = commands.add_parser("prices", help="scrape CoinMarketCap prices into the database")
+    prices.set_defaults(command=_scrape(_prices_job), name="prices")
+
+    cmc = commands.add_parser("cmc", help="ask CoinMarketCap directly and print a table")
+    cmc_commands = cmc.add_subparsers(required=True, metavar="COMMAND")
+    listings = cmc_commands.add_parser("listings", help="/v1/cryptocurrency/listings/latest")
+    listings.add_argument("--limit", type=_limit(MAX_LISTINGS_LIMIT), default=10)
+    listings.add_argument("--start", type=_limit(1_000_000), default=1)
+    listings.set_defaults(command=_cmc_listings)
+
+    cryptocompare = commands.add_parser("cryptocompare", help="ask CryptoCompare directly")
+    cc_commands = cryptocompare.add_subparsers(required=True, metavar="COMMAND")
+    top = cc_commands.add_parser("top", help="/data/top/totalvolfull, ranked by 24h volume")
+    top.add_argument("--limit", type=_limit(5000), default=10)
+    top.set_defaults(command=_cryptocompare_top)
+    return parser
