@@ -23,7 +23,9 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     Text,
+    column,
     func,
+    table,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,9 +72,7 @@ class ScrapeRun(Base):
     __table_args__ = (
         CheckConstraint("source IN ('cryptocompare', 'coinmarketcap')", name="source"),
         CheckConstraint("status IN ('succeeded', 'failed')", name="status"),
-        CheckConstraint(
-            "(status = 'failed') = (error IS NOT NULL)", name="error_iff_failed"
-        ),
+        CheckConstraint("(status = 'failed') = (error IS NOT NULL)", name="error_iff_failed"),
         Index(
             "ix_scrape_runs_latest_success",
             "source",
@@ -130,9 +130,7 @@ class SymbolAlias(Base):
     symbol: Mapped[str] = mapped_column(Text, primary_key=True)
     cmc_id: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 # The merge the API serves, kept as SQL so psql users query exactly what the API
@@ -185,3 +183,20 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) q ON true
 """.strip()
+
+
+# Column description of the view for SQLAlchemy selects; not part of ``Base.metadata``
+# because the view is created by the migration from TOP_COINS_VIEW_SQL, not by DDL here.
+top_coins = table(
+    "top_coins",
+    column("rank", Integer),
+    column("symbol", Text),
+    column("name", Text),
+    column("price_usd", Numeric),
+    column("cmc_id", BigInteger),
+    column("match", Text),
+    column("ranking_run_id", BigInteger),
+    column("ranked_at", DateTime(timezone=True)),
+    column("price_run_id", BigInteger),
+    column("priced_at", DateTime(timezone=True)),
+)

@@ -1,0 +1,253 @@
+"""The served top list, loaded once per snapshot pair and rendered once per shape.
+
+Every response for one (ranking run, price run) pair is the same, so requests never
+touch the database: a background thread in each worker polls for a newer pair about
+once a second and swaps in a fresh list, and rendered bodies are memoised per
+(limit, format).  When the database goes away the last list keeps being served.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from topcoins.models import RunStatus, ScrapeRun, Source, top_coins
+
+log = logging.getLogger("api.toplist")
+
+CSV_HEADER = ("Rank", "Symbol", "Price USD")
+
+
+class NoDataYet(Exception):
+    """No successful scrape of a source has been stored yet."""
+
+
+class DatabaseUnavailable(Exception):
+    """Nothing was ever loaded, and the database cannot be reached to load it."""
+
+
+@dataclass(frozen=True)
+class Coin:
+    rank: int
+    symbol: str
+    name: str
+    price_usd: Decimal | None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    etag: str
+
+
+@dataclass
+class TopList:
+    """One snapshot pair as served, with its rendered bodies memoised."""
+
+    coins: tuple[Coin, ...]
+    ranking_run_id: int
+    ranked_at: datetime
+    price_run_id: int
+    priced_at: datetime
+    ranking_stale: bool = False
+    prices_stale: bool = False
+    _rendered: dict[tuple[int, str], Rendered] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> tuple[int, int, bool, bool]:
+        return (self.ranking_run_id, self.price_run_id, self.ranking_stale, self.prices_stale)
+
+    @property
+    def last_modified(self) -> datetime:
+        return max(self.ranked_at, self.priced_at)
+
+    def render(self, limit: int, fmt: str) -> Rendered:
+        limit = min(limit, len(self.coins))
+        cached = self._rendered.get((limit, fmt))
+        if cached is None:
+            body = self._csv(limit) if fmt == "csv" else self._json(limit)
+            tag = f"r{self.ranking_run_id}-p{self.price_run_id}-{limit}-{fmt}"
+            if self.ranking_stale or self.prices_stale:
+                tag += "-stale"
+            cached = self._rendered.setdefault((limit, fmt), Rendered(body, tag))
+        return cached
+
+    def _json(self, limit: int) -> bytes:
+        coins = self.coins[:limit]
+        document = {
+            "data": [
+                {
+                    "rank": c.rank,
+                    "symbol": c.symbol,
+                    "name": c.name,
+                    "price_usd": None if c.price_usd is None else float(c.price_usd),
+                }
+                for c in coins
+            ],
+            "meta": {
+                "count": len(coins),
+                "unpriced": sum(1 for c in coins if c.price_usd is None),
+                "stale": self.ranking_stale or self.prices_stale,
+                "ranking": {
+                    "source": Source.CRYPTOCOMPARE.value,
+                    "run_id": self.ranking_run_id,
+                    "scraped_at": _iso(self.ranked_at),
+                    "stale": self.ranking_stale,
+                },
+                "prices": {
+                    "source": Source.COINMARKETCAP.value,
+                    "run_id": self.price_run_id,
+                    "scraped_at": _iso(self.priced_at),
+                    "stale": self.prices_stale,
+                },
+            },
+        }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _csv(self, limit: int) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_HEADER)
+        for c in self.coins[:limit]:
+            writer.writerow((c.rank, c.symbol, "" if c.price_usd is None else f"{c.price_usd:f}"))
+        return buffer.getvalue().encode()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class TopListCache:
+    """Per-process holder of the current ``TopList``, kept fresh by a daemon thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        stale_after_seconds: float,
+        refresh_interval_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.stale_after = stale_after_seconds
+        self.interval = refresh_interval_seconds
+        self.clock = clock
+        self._current: TopList | None = None
+        self._missing: str | None = None
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stop = threading.Event()
+
+    def current(self) -> TopList:
+        """The list to serve now; only the first call in a process may hit the database."""
+        if self._pid != os.getpid():
+            self._start()
+        top = self._current
+        if top is None:
+            if self._missing is not None:
+                raise NoDataYet(self._missing)
+            raise DatabaseUnavailable("the database could not be reached")
+        return top
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            # A forked worker must not reuse connections inherited from its parent.
+            self.engine.dispose(close=False)
+            self._stop.clear()
+            self.refresh()
+            thread = threading.Thread(target=self._run, name="toplist-refresh", daemon=True)
+            thread.start()
+            self._pid = os.getpid()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Swap in the newest snapshot pair, if any changed; never raises."""
+        try:
+            self._refresh()
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            log.warning(
+                "top list refresh failed; serving the last loaded list: %s",
+                type(cause).__name__,
+            )
+
+    def _refresh(self) -> None:
+        with self.engine.connect() as connection:
+            latest = dict(
+                connection.execute(
+                    select(ScrapeRun.source, func.max(ScrapeRun.id))
+                    .where(ScrapeRun.status == RunStatus.SUCCEEDED)
+                    .group_by(ScrapeRun.source)
+                ).all()
+            )
+            ranking_id = latest.get(Source.CRYPTOCOMPARE.value)
+            price_id = latest.get(Source.COINMARKETCAP.value)
+            if ranking_id is None or price_id is None:
+                missing = [
+                    name
+                    for name, run_id in (("ranking", ranking_id), ("price", price_id))
+                    if run_id is None
+                ]
+                self._missing = f"no successful {' or '.join(missing)} scrape yet"
+                self._current = None
+                return
+            current = self._current
+            if current is None or (current.ranking_run_id, current.price_run_id) != (
+                ranking_id,
+                price_id,
+            ):
+                loaded = self._load(connection)
+                if loaded is None:
+                    return
+                current = loaded
+        self._current = self._with_staleness(current)
+        self._missing = None
+
+    def _load(self, connection: Connection) -> TopList | None:
+        rows = connection.execute(select(top_coins).order_by(top_coins.c.rank)).all()
+        if not rows:
+            return None
+        first = rows[0]
+        return TopList(
+            coins=tuple(Coin(r.rank, r.symbol, r.name, r.price_usd) for r in rows),
+            ranking_run_id=first.ranking_run_id,
+            ranked_at=first.ranked_at,
+            price_run_id=first.price_run_id,
+            priced_at=first.priced_at,
+        )
+
+    def _with_staleness(self, top: TopList) -> TopList:
+        now = self.clock()
+        ranking_stale = now - top.ranked_at.timestamp() > self.stale_after
+        prices_stale = now - top.priced_at.timestamp() > self.stale_after
+        if (ranking_stale, prices_stale) == (top.ranking_stale, top.prices_stale):
+            return top
+        return TopList(
+            top.coins,
+            top.ranking_run_id,
+            top.ranked_at,
+            top.price_run_id,
+            top.priced_at,
+            ranking_stale,
+            prices_stale,
+        )

@@ -1,0 +1,40 @@
+"""What this build is: its git commit and the schema revision its code expects."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@cache
+def schema_head() -> str:
+    """The newest migration shipped with this code; ``/readyz`` compares the database to it."""
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+def git_commit(env: Mapping[str, str]) -> str:
+    """``GIT_COMMIT`` as stamped into images, else the checkout's HEAD, else "unknown"."""
+    stamped = env.get("GIT_COMMIT", "").strip()
+    if stamped:
+        return stamped
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
