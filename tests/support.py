@@ -1,0 +1,79 @@
+"""Test helpers that build real state: migrated databases and stored snapshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TypeVar
+
+from alembic.config import Config
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from scrapers.snapshots import Snapshot, write_snapshot
+from topcoins.models import PriceQuote, RankingEntry, Source, SymbolAlias
+from topcoins.settings import database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+CMC_KEY = "test-cmc-key-5f1d"
+T = TypeVar("T")
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url({"DATABASE_URL": url})
+    config.attributes["configure_logger"] = False
+    return config
+
+
+class Store:
+    """Writes snapshots through the scrapers' own writer, for tests of what readers see."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ranking(self, coins: list[tuple[str, str]]) -> int:
+        rows = [
+            {"rank": rank, "symbol": symbol, "name": name}
+            for rank, (symbol, name) in enumerate(coins, start=1)
+        ]
+        return self._write(Source.CRYPTOCOMPARE, Snapshot(RankingEntry, rows))
+
+    def prices(self, quotes: list[tuple[int, str, str, int | None, str | None]]) -> int:
+        rows = [
+            {
+                "cmc_id": cmc_id,
+                "symbol": symbol,
+                "name": name,
+                "cmc_rank": cmc_rank,
+                "price_usd": None if price is None else Decimal(price),
+            }
+            for cmc_id, symbol, name, cmc_rank, price in quotes
+        ]
+        return self._write(Source.COINMARKETCAP, Snapshot(PriceQuote, rows, credit_count=1))
+
+    def alias(self, symbol: str, cmc_id: int) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.add(SymbolAlias(symbol=symbol, cmc_id=cmc_id, note="test"))
+
+    def top_coins(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(text("SELECT * FROM top_coins ORDER BY rank"))
+            return [dict(row._mapping) for row in rows]
+
+    def _write(self, source: Source, snapshot: Snapshot) -> int:
+        with Session(self.engine) as session, session.begin():
+            return write_snapshot(session, source, datetime.now(UTC), snapshot).id
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 2.0) -> T:
+    """Poll until ``predicate`` is truthy or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.02)

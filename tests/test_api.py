@@ -1,0 +1,277 @@
+"""``GET /`` and the probes, against a real database filled through the scrapers' writer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic import command
+from sqlalchemy import event, text
+
+from api import create_app
+from devtools.postgres import drop_database
+from tests.support import Store, alembic_config, wait_for
+from topcoins.db import make_engine
+from topcoins.settings import ApiSettings, database_url
+
+BTC = ("BTC", "Bitcoin")
+ETH = ("ETH", "Ethereum")
+
+
+@pytest.fixture
+def two_coins(store):
+    store.ranking([BTC, ETH, ("NOPE", "Nowhere")])
+    store.prices(
+        [(1, "BTC", "Bitcoin", 1, "96463.34789639605"), (1027, "ETH", "Ethereum", 2, "0.00000001")]
+    )
+
+
+def test_json_lists_ranked_coins_with_prices_and_scrape_times(client, two_coins):
+    response = client.get("/?limit=3")
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    document = response.get_json()
+    assert document["data"] == [
+        {"rank": 1, "symbol": "BTC", "name": "Bitcoin", "price_usd": 96463.34789639605},
+        {"rank": 2, "symbol": "ETH", "name": "Ethereum", "price_usd": 1e-08},
+        {"rank": 3, "symbol": "NOPE", "name": "Nowhere", "price_usd": None},
+    ]
+    meta = document["meta"]
+    assert meta["count"] == 3
+    assert meta["unpriced"] == 1
+    assert meta["stale"] is False
+    for part in ("ranking", "prices"):
+        scraped_at = datetime.fromisoformat(meta[part]["scraped_at"])
+        assert abs(datetime.now(UTC) - scraped_at) < timedelta(minutes=1)
+        assert meta[part]["stale"] is False
+    assert meta["ranking"]["source"] == "cryptocompare"
+    assert meta["prices"]["source"] == "coinmarketcap"
+
+
+def test_csv_has_the_header_and_plain_decimal_prices(client, two_coins):
+    response = client.get("/?format=csv")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.get_data(as_text=True).splitlines() == [
+        "Rank,Symbol,Price USD",
+        "1,BTC,96463.34789639605",
+        "2,ETH,0.00000001",
+        "3,NOPE,",
+    ]
+    assert list(csv.reader(io.StringIO(response.get_data(as_text=True))))[2] == [
+        "2",
+        "ETH",
+        "0.00000001",
+    ]
+
+
+def test_accept_header_chooses_csv(client, two_coins):
+    response = client.get("/", headers={"Accept": "text/csv"})
+    assert response.mimetype == "text/csv"
+    assert response.get_data(as_text=True).startswith("Rank,Symbol,Price USD\r\n1,BTC,")
+    assert client.get("/", headers={"Accept": "application/json"}).mimetype == "application/json"
+    assert client.get("/", headers={"Accept": "*/*"}).mimetype == "application/json"
+
+
+def test_format_parameter_wins_over_accept(client, two_coins):
+    response = client.get("/?format=json", headers={"Accept": "text/csv"})
+    assert response.mimetype == "application/json"
+
+
+def test_limit_cuts_the_list_and_defaults_to_200(client, store):
+    coins = [(f"C{i}", f"Coin {i}") for i in range(1, 251)]
+    store.ranking(coins)
+    store.prices([(i, f"C{i}", f"Coin {i}", i, str(i)) for i in range(1, 251)])
+    assert [c["rank"] for c in client.get("/?limit=2").get_json()["data"]] == [1, 2]
+    assert len(client.get("/").get_json()["data"]) == 200
+    assert len(client.get("/?limit=1000").get_json()["data"]) == 250
+
+
+def test_limit_above_the_ranking_returns_what_it_holds(client, two_coins):
+    document = client.get("/?limit=5000").get_json()
+    assert [c["symbol"] for c in document["data"]] == ["BTC", "ETH", "NOPE"]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=1.5", "limit"),
+        ("limit=", "limit"),
+        ("limit=+5", "limit"),
+        ("limit=%205", "limit"),
+        ("limit=5001", "limit"),
+        ("limit=99999999999999999999999", "limit"),
+        ("limit=%D9%A3", "limit"),
+        ("limit=1&limit=2", "limit"),
+        ("format=xml", "format"),
+        ("format=", "format"),
+        ("format=JSON", "format"),
+    ],
+)
+def test_bad_input_is_a_400_problem_naming_the_parameter(client, two_coins, query, parameter):
+    response = client.get(f"/?{query}")
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == 400
+    assert problem["invalid_params"][0]["name"] == parameter
+    assert problem["detail"].startswith(f"{parameter}: ")
+
+
+def test_bad_input_is_rejected_even_before_any_data_exists(client):
+    assert client.get("/?limit=abc").status_code == 400
+
+
+def test_unacceptable_accept_header_is_a_406_problem(client, two_coins):
+    response = client.get("/", headers={"Accept": "text/html"})
+    assert response.status_code == 406
+    assert response.mimetype == "application/problem+json"
+
+
+def test_no_successful_scrape_yet_is_a_503_problem(client, store):
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert "no successful ranking or price scrape yet" in response.get_json()["detail"]
+    store.ranking([BTC])
+    assert wait_for(lambda: "price" in client.get("/").get_json()["detail"])
+
+
+def test_unknown_paths_and_methods_are_problems_not_html(client, two_coins):
+    missing = client.get("/nope")
+    assert missing.status_code == 404
+    assert missing.mimetype == "application/problem+json"
+    assert missing.get_json()["title"] == "Not Found"
+    wrong_method = client.post("/")
+    assert wrong_method.status_code == 405
+    assert wrong_method.mimetype == "application/problem+json"
+    assert "GET" in wrong_method.headers["Allow"]
+
+
+def test_new_snapshot_is_served_after_the_next_scrape(client, store):
+    coins = [(f"C{i}", f"Coin {i}") for i in range(1, 199)] + [("WINGS", "Wings"), ("LAST", "Last")]
+    store.ranking(coins)
+    store.prices([(1, "WINGS", "Wings", 900, "0.01")])
+    assert client.get("/?limit=200").get_json()["data"][198]["symbol"] == "WINGS"
+    coins[198], coins[199] = coins[199], coins[198]
+    store.ranking(coins)
+    assert wait_for(lambda: client.get("/?limit=200").get_json()["data"][198]["symbol"] == "LAST")
+    wings = client.get("/?limit=200").get_json()["data"][199]
+    assert (wings["rank"], wings["symbol"], wings["price_usd"]) == (200, "WINGS", 0.01)
+
+
+def test_etag_allows_conditional_requests(client, two_coins):
+    first = client.get("/?limit=2")
+    assert first.headers["ETag"]
+    again = client.get("/?limit=2", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    other = client.get("/?limit=2&format=csv", headers={"If-None-Match": first.headers["ETag"]})
+    assert other.status_code == 200
+
+
+def test_old_data_is_still_served_and_marked_stale(db, db_url, two_coins):
+    with db.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE scrape_runs SET finished_at = now() - interval '2 hours'"
+                " WHERE source = 'coinmarketcap'"
+            )
+        )
+    settings = ApiSettings(
+        database_url=database_url({"DATABASE_URL": db_url}), stale_after_seconds=3600
+    )
+    app = create_app(settings)
+    try:
+        document = app.test_client().get("/").get_json()
+    finally:
+        app.extensions["toplist"].stop()
+    assert document["data"][0]["symbol"] == "BTC"
+    assert document["meta"]["stale"] is True
+    assert document["meta"]["prices"]["stale"] is True
+    assert document["meta"]["ranking"]["stale"] is False
+
+
+def test_last_loaded_list_is_served_while_the_database_is_down(admin_url, fresh_database):
+    url = fresh_database()
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(database_url({"DATABASE_URL": url}), application_name="tests")
+    other = Store(engine)
+    other.ranking([BTC])
+    other.prices([(1, "BTC", "Bitcoin", 1, "5")])
+    engine.dispose()
+    app = create_app(
+        ApiSettings(database_url=database_url({"DATABASE_URL": url}), refresh_interval_seconds=0.05)
+    )
+    client = app.test_client()
+    try:
+        assert client.get("/").status_code == 200
+        drop_database(admin_url, url.rsplit("/", 1)[1])
+        time.sleep(0.3)
+        response = client.get("/")
+        assert client.get("/readyz").status_code == 503
+    finally:
+        app.extensions["toplist"].stop()
+    assert response.status_code == 200
+    assert response.get_json()["data"][0]["price_usd"] == 5
+
+
+def test_unreachable_database_without_data_is_a_503_problem():
+    app = create_app(ApiSettings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    try:
+        response = app.test_client().get("/")
+    finally:
+        app.extensions["toplist"].stop()
+    assert response.status_code == 503
+    assert response.get_json()["title"] == "Database unavailable"
+
+
+def test_healthz_and_version(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    version = client.get("/version").get_json()
+    assert version["version"] == "0.1.0"
+    assert len(version["commit"]) == 40 or version["commit"] == "unknown"
+
+
+def test_readyz_checks_database_and_schema(client, fresh_database):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "schema": "0001"}
+
+    empty = create_app(ApiSettings(database_url=database_url({"DATABASE_URL": fresh_database()})))
+    response = empty.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "expected 0001" in response.get_json()["detail"]
+
+    down = create_app(ApiSettings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    response = down.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "database unavailable" in response.get_json()["detail"]
+
+
+def test_responses_never_query_the_database_per_request(app, client, two_coins):
+    client.get("/")
+    app.extensions["toplist"].stop()
+    time.sleep(0.1)
+    statements: list[str] = []
+    engine = app.extensions["engine"]
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for limit in (1, 2, 3, 200):
+            for fmt in ("json", "csv"):
+                assert client.get(f"/?limit={limit}&format={fmt}").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert statements == []
+
+
+def test_json_body_is_valid_json_for_every_limit(client, two_coins):
+    for limit in (1, 2, 3):
+        assert len(json.loads(client.get(f"/?limit={limit}").data)["data"]) == limit

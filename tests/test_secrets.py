@@ -1,0 +1,62 @@
+"""API keys travel in headers only: never in a URL, a log line or an error message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from fakeproviders import Fault
+from tests.support import CMC_KEY, ROOT
+
+
+def test_coinmarketcap_key_is_sent_as_a_header_and_never_in_the_url(scraped, providers):
+    calls = [r for r in providers.requests if r.provider == "coinmarketcap"]
+    assert calls
+    for call in calls:
+        assert call.headers["X-Cmc_Pro_Api_Key"] == CMC_KEY
+        assert CMC_KEY not in call.raw_url
+        assert "CMC_PRO_API_KEY" not in call.raw_url.upper()
+
+
+def test_keys_and_database_password_never_appear_in_output(env, providers, db_url):
+    password = "db-pass-8c1e"
+    cc_key = "cc-key-4be2"
+    secret_env = {
+        **env,
+        "CRYPTOCOMPARE_API_KEY": cc_key,
+        "DATABASE_URL": db_url.replace("postgres@", f"postgres:{password}@", 1),
+    }
+    assert password in secret_env["DATABASE_URL"]
+    outputs = []
+    for fault in (None, Fault.ERROR_PAYLOAD, Fault.HTTP_500):
+        providers.clear_faults()
+        if fault is not None:
+            providers.inject("coinmarketcap", fault, times=-1)
+            providers.inject("cryptocompare", fault, times=-1)
+        for command in (["ranks"], ["prices"], ["cmc", "listings"], ["cryptocompare", "top"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "scrapers", *command],
+                cwd=ROOT,
+                env={**secret_env, "HTTP_BACKOFF_SECONDS": "0"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            outputs.append(result.stdout + result.stderr)
+    broken_db = {**secret_env, "DATABASE_URL": f"postgresql://u:{password}@127.0.0.1:1/x"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapers", "ranks"],
+        cwd=ROOT,
+        env=broken_db,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    outputs.append(result.stdout + result.stderr)
+    text = "\n".join(outputs)
+    assert "succeeded" in text
+    assert "failed" in text
+    for secret in (CMC_KEY, cc_key, password):
+        assert secret not in text

@@ -1,0 +1,87 @@
+"""Configuration errors: one line naming the setting, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+from topcoins.settings import ApiSettings, ConfigError, HttpSettings, ScraperSettings, database_url
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "named"),
+    [
+        ("ranks", {"DATABASE_URL": ""}, "DATABASE_URL is not set"),
+        ("ranks", {"DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL"),
+        ("ranks", {"RANKING_SIZE": "abc"}, "RANKING_SIZE"),
+        ("ranks", {"RANKING_SIZE": "5"}, "RANKING_SIZE"),
+        ("ranks", {"RETENTION_DAYS": "-1"}, "RETENTION_DAYS"),
+        ("ranks", {"HTTP_TIMEOUT_SECONDS": "soon"}, "HTTP_TIMEOUT_SECONDS"),
+        ("ranks", {"CRYPTOCOMPARE_BASE_URL": "ftp://x"}, "CRYPTOCOMPARE_BASE_URL"),
+        ("prices", {"COINMARKETCAP_API_KEY": ""}, "COINMARKETCAP_API_KEY is not set"),
+        ("prices", {"COINMARKETCAP_BASE_URL": "not a url"}, "COINMARKETCAP_BASE_URL"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it_and_exit_2(env, command, overrides, named):
+    result = run(["-m", "scrapers", command], {**env, **overrides})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert named in line
+
+
+def test_secret_values_are_not_echoed_in_config_errors(env):
+    result = run(["-m", "scrapers", "ranks"], {**env, "DATABASE_URL": "mysql://u:hunter2@h/d"})
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr
+
+
+def test_api_without_database_url_exits_2_with_one_line(env):
+    result = run(["-c", "from api import create_app; create_app()"], {**env, "DATABASE_URL": ""})
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "DATABASE_URL is not set" in line
+
+
+def test_defaults():
+    settings = ScraperSettings.from_env({"DATABASE_URL": "postgresql://u@h/d"})
+    assert (settings.ranking_size, settings.retention_days) == (200, 7.0)
+    assert settings.http == HttpSettings(
+        timeout_seconds=10.0, retries=3, backoff_seconds=1.0, deadline_seconds=60.0
+    )
+    api = ApiSettings.from_env({"DATABASE_URL": "postgresql://u@h/d"})
+    assert (api.stale_after_seconds, api.max_limit) == (900.0, 5000)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgres://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+    ],
+)
+def test_database_url_takes_the_psql_form_and_picks_psycopg(given, expected):
+    assert database_url({"DATABASE_URL": given}) == expected
+
+
+def test_settings_objects_do_not_show_secrets():
+    settings = ScraperSettings.from_env({"DATABASE_URL": "postgresql://u:hunter2@h/d"})
+    assert "hunter2" not in repr(settings)
+    with pytest.raises(ConfigError, match="RANKING_SIZE"):
+        ScraperSettings.from_env({"DATABASE_URL": "postgresql://u@h/d", "RANKING_SIZE": "1.5"})
