@@ -1,0 +1,75 @@
+"""How long after a ranking snapshot commits every API worker serves it.
+
+Usage: .venv/bin/python -m bench.snapshot_latency [--runs 10]
+
+Each run commits a new ranking snapshot (a copy of the current one) through the
+scrapers' writer, then polls ``GET /`` until 20 consecutive answers, spread over the
+workers, carry the new run id.  Target: within 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime
+
+import requests
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bench.common import filled_database, gunicorn
+from scrapers.snapshots import Snapshot, write_snapshot
+from topcoins.db import make_engine
+from topcoins.models import RankingEntry, RunStatus, ScrapeRun, Source
+from topcoins.settings import database_url
+
+
+def commit_copy_of_latest_ranking(session: Session) -> int:
+    latest = session.scalar(
+        select(func.max(ScrapeRun.id)).where(
+            ScrapeRun.source == Source.CRYPTOCOMPARE, ScrapeRun.status == RunStatus.SUCCEEDED
+        )
+    )
+    rows = [
+        {"rank": e.rank, "symbol": e.symbol, "name": e.name}
+        for e in session.scalars(select(RankingEntry).where(RankingEntry.run_id == latest))
+    ]
+    with session.begin():
+        run = write_snapshot(
+            session, Source.CRYPTOCOMPARE, datetime.now(UTC), Snapshot(RankingEntry, rows)
+        )
+    return run.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    latencies = []
+    with filled_database() as url, gunicorn("api:create_app()", {"DATABASE_URL": url}) as api:
+        engine = make_engine(database_url({"DATABASE_URL": url}), application_name="bench")
+        http = requests.Session()
+        for run in range(1, args.runs + 1):
+            with Session(engine) as session:
+                session.connection()  # connect before timing
+                session.rollback()
+                run_id = commit_copy_of_latest_ranking(session)
+            committed = time.monotonic()
+            streak = 0
+            while streak < 20:
+                meta = http.get(api + "/?limit=1", timeout=5).json()["meta"]
+                streak = streak + 1 if meta["ranking"]["run_id"] == run_id else 0
+                if time.monotonic() - committed > 10:
+                    raise RuntimeError("new snapshot not served within 10 s")
+            latency = time.monotonic() - committed
+            latencies.append(latency)
+            print(f"run {run}: served by all workers {latency * 1000:.0f} ms after commit")
+            time.sleep(0.37)
+        engine.dispose()
+    median, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
+    print(f"median {median:.0f} ms, max {worst:.0f} ms (target < 2000 ms)")
+
+
+if __name__ == "__main__":
+    main()
