@@ -61,9 +61,7 @@ def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Ca
         job = make_job(settings, env)
         engine = make_engine(settings.database_url, application_name=f"scraper-{args.name}")
         try:
-            outcome = run_scrape(
-                engine, job, retention=timedelta(days=settings.retention_days)
-            )
+            outcome = run_scrape(engine, job, retention=timedelta(days=settings.retention_days))
         finally:
             job.client.close()  # type: ignore[attr-defined]
             engine.dispose()
@@ -88,9 +86,7 @@ def _cmc_listings(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         quotes = client.listings(start=args.start, limit=args.limit)
     finally:
         client.close()
-    rows = [
-        (q.cmc_rank, q.cmc_id, q.symbol, q.name, _plain(q.price_usd)) for q in quotes.items
-    ]
+    rows = [(q.cmc_rank, q.cmc_id, q.symbol, q.name, _plain(q.price_usd)) for q in quotes.items]
     print(_table(("Rank", "Id", "Symbol", "Name", "Price USD"), rows))
     print(f"{len(rows)} assets, {quotes.credit_count} credit(s) used")
     return 0
@@ -104,8 +100,7 @@ def _cryptocompare_top(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     finally:
         client.close()
     rows = [
-        (c.rank, c.symbol, c.name, _plain(c.price_usd), _plain(c.volume_24h_usd))
-        for c in coins
+        (c.rank, c.symbol, c.name, _plain(c.price_usd), _plain(c.volume_24h_usd)) for c in coins
     ]
     print(_table(("Rank", "Symbol", "Name", "Price USD", "Volume 24h USD"), rows))
     return 0

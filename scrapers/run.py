@@ -46,7 +46,7 @@ def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> Outcome:
                 extra={**context, "outcome": Outcome.SKIPPED.value},
             )
             return Outcome.SKIPPED
-        with Session(bind=connection) as session:
+        with Session(bind=connection, expire_on_commit=False) as session:
             try:
                 snapshot = job.fetch(session)
             except ScrapeError as exc:

@@ -60,10 +60,17 @@ def test_failure_keeps_the_served_data_and_records_why(
     )
 
 
-@pytest.mark.parametrize("provider", ["cryptocompare", "coinmarketcap"])
-@pytest.mark.parametrize(
-    "fault", [Fault.HTTP_500, Fault.HTTP_503, Fault.CONNECTION_RESET, Fault.RATE_LIMITED]
-)
+TRANSIENT = [
+    (provider, fault)
+    for provider in ("cryptocompare", "coinmarketcap")
+    for fault in (Fault.HTTP_500, Fault.HTTP_503, Fault.CONNECTION_RESET, Fault.RATE_LIMITED)
+    # CryptoCompare reports its rate limit as HTTP 200 with an error body: HTTP retries
+    # cannot see it, so that run fails (see PERMANENT) and the next scheduled run retries.
+    if (provider, fault) != ("cryptocompare", Fault.RATE_LIMITED)
+]
+
+
+@pytest.mark.parametrize(("provider", "fault"), TRANSIENT)
 def test_a_transient_failure_is_retried(scraped, scrape, store, db, providers, provider, fault):
     providers.inject(provider, fault, times=1, argument=0 if fault is Fault.HTTP_503 else None)
     assert scrape(COMMAND[provider]) == 0
