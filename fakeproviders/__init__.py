@@ -1,0 +1,6 @@
+"""Fake CryptoCompare and CoinMarketCap HTTP servers for tests and local runs."""
+
+from fakeproviders.market import CmcAsset, Market, RankedCoin
+from fakeproviders.server import FakeProviders, Fault, RecordedRequest
+
+__all__ = ["CmcAsset", "FakeProviders", "Fault", "Market", "RankedCoin", "RecordedRequest"]

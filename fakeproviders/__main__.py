@@ -1,0 +1,93 @@
+"""``python -m fakeproviders``: both fake providers for ``bin/local`` when no real key is set.
+
+The two ``*_BASE_URL=`` lines on stdout are the interface for scripts; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from fakeproviders.server import FakeProviders
+
+DEFAULT_COINMARKETCAP_KEY = "fake-key"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0..65535: {port}")
+    return port
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fakeproviders",
+        description="Serve fake CryptoCompare and CoinMarketCap APIs on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--cryptocompare-port", type=_port, default=9101, help="0 picks a free one")
+    parser.add_argument("--coinmarketcap-port", type=_port, default=9102, help="0 picks a free one")
+    parser.add_argument(
+        "--coinmarketcap-key",
+        default=DEFAULT_COINMARKETCAP_KEY,
+        help=f"value required in X-CMC_PRO_API_KEY (default {DEFAULT_COINMARKETCAP_KEY!r})",
+    )
+    parser.add_argument(
+        "--cryptocompare-key",
+        default=None,
+        help="if set, require 'Authorization: Apikey <key>' (default: no key needed)",
+    )
+    parser.add_argument(
+        "--no-drift", action="store_true", help="keep prices and ranking still between requests"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for price and ranking drift")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
+    )
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    providers = FakeProviders(
+        coinmarketcap_key=args.coinmarketcap_key,
+        cryptocompare_key=args.cryptocompare_key,
+        host=args.host,
+        cryptocompare_port=args.cryptocompare_port,
+        coinmarketcap_port=args.coinmarketcap_port,
+        drift=not args.no_drift,
+        seed=args.seed,
+    )
+    try:
+        providers.start()
+    except OSError as exc:
+        parser.exit(1, f"fakeproviders: {exc}\n")
+    try:
+        sys.stdout.write(f"CRYPTOCOMPARE_BASE_URL={providers.cryptocompare_url}\n")
+        sys.stdout.write(f"COINMARKETCAP_BASE_URL={providers.coinmarketcap_url}\n")
+        sys.stdout.flush()
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        providers.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
