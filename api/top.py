@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
 from flask import Blueprint, Response, current_app, request
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import MIMEAccept, MultiDict
+from werkzeug.http import parse_accept_header
 
 from .problems import Problem, invalid_parameter
-from .toplist import DatabaseUnavailable, NoDataYet, TopListCache
+from .toplist import MEDIA_TYPES, DatabaseUnavailable, NoDataYet, TopListCache
 
 bp = Blueprint("top", __name__)
 
 DEFAULT_LIMIT = 200
-MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 _OFFERED = ["application/json", "text/csv"]
 _MAX_DIGITS = 9
 
 
 @bp.get("/")
 def top_list() -> Response:
-    limit = _limit(request.args, current_app.config["MAX_LIMIT"])
-    fmt = _format(request.args)
+    environ = request.environ
+    limit, fmt = request_shape(
+        environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT"), current_app.config["MAX_LIMIT"]
+    )
     cache: TopListCache = current_app.extensions["toplist"]
     try:
         top = cache.current()
@@ -28,12 +33,17 @@ def top_list() -> Response:
     except DatabaseUnavailable as exc:
         raise Problem(503, "Database unavailable", str(exc)) from None
     rendered = top.render(limit, fmt)
-    response = Response(rendered.body, content_type=MEDIA_TYPES[fmt])
-    response.set_etag(rendered.etag)
-    response.last_modified = top.last_modified
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["Vary"] = "Accept"
-    return response.make_conditional(request)
+    response = Response(rendered.body, headers=rendered.headers)
+    if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ:
+        response.make_conditional(request)
+    return response
+
+
+@lru_cache(maxsize=1024)
+def request_shape(query_string: str, accept: str | None, maximum: int) -> tuple[int, str]:
+    """(limit, format) of a request; memoised because clients repeat the same few queries."""
+    args = MultiDict(parse_qsl(query_string, keep_blank_values=True, errors="replace"))
+    return _limit(args, maximum), _format(args, accept)
 
 
 def _single(args: MultiDict[str, str], name: str) -> str | None:
@@ -56,15 +66,15 @@ def _limit(args: MultiDict[str, str], maximum: int) -> int:
     return value
 
 
-def _format(args: MultiDict[str, str]) -> str:
+def _format(args: MultiDict[str, str], accept: str | None) -> str:
     raw = _single(args, "format")
     if raw is not None:
         if raw not in MEDIA_TYPES:
             raise invalid_parameter("format", f"must be one of json, csv; got {raw[:20]!r}")
         return raw
-    if "Accept" not in request.headers:
+    if accept is None:
         return "json"
-    best = request.accept_mimetypes.best_match(_OFFERED)
+    best = parse_accept_header(accept, MIMEAccept).best_match(_OFFERED)
     if best is None:
         raise Problem(
             406,

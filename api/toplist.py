@@ -22,6 +22,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.http import http_date, quote_etag
 
 from topcoins.models import RunStatus, ScrapeRun, Source, top_coins
 
@@ -46,10 +47,16 @@ class Coin:
     price_usd: Decimal | None
 
 
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+
+
 @dataclass(frozen=True)
 class Rendered:
+    """A complete response for one (limit, format): body and headers, built once."""
+
     body: bytes
     etag: str
+    headers: tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -81,7 +88,14 @@ class TopList:
             tag = f"r{self.ranking_run_id}-p{self.price_run_id}-{limit}-{fmt}"
             if self.ranking_stale or self.prices_stale:
                 tag += "-stale"
-            cached = self._rendered.setdefault((limit, fmt), Rendered(body, tag))
+            headers = (
+                ("Content-Type", MEDIA_TYPES[fmt]),
+                ("ETag", quote_etag(tag)),
+                ("Last-Modified", http_date(self.last_modified)),
+                ("Cache-Control", "no-cache"),
+                ("Vary", "Accept"),
+            )
+            cached = self._rendered.setdefault((limit, fmt), Rendered(body, tag, headers))
         return cached
 
     def _json(self, limit: int) -> bytes:

@@ -63,7 +63,7 @@ def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Ca
         try:
             outcome = run_scrape(engine, job, retention=timedelta(days=settings.retention_days))
         finally:
-            job.client.close()  # type: ignore[attr-defined]
+            job.close()
             engine.dispose()
         return 1 if outcome is Outcome.FAILED else 0
 

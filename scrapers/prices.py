@@ -62,6 +62,9 @@ class PricesJob:
             details={"targets": len(targets), "priced_assets": priced},
         )
 
+    def close(self) -> None:
+        self.client.close()
+
     def collect(self, targets: list[Target]) -> Quotes:
         by_symbol = [t for t in targets if t.alias_cmc_id is None]
         symbols = {t.symbol for t in by_symbol if _QUERYABLE_SYMBOL.fullmatch(t.symbol)}

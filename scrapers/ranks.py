@@ -23,3 +23,6 @@ class RanksJob:
         coins = self.client.top_by_volume(self.size)
         rows = [{k: v for k, v in asdict(coin).items() if k != "price_usd"} for coin in coins]
         return Snapshot(RankingEntry, rows)
+
+    def close(self) -> None:
+        self.client.close()

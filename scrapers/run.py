@@ -26,6 +26,8 @@ class Job(Protocol):
         """Call the provider; ``session`` is for short reads in their own transaction."""
         ...
 
+    def close(self) -> None: ...
+
 
 class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"

@@ -1,0 +1,104 @@
+"""The whole system as deployed: scraper processes, gunicorn with the repo config, HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.support import ROOT, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(env: dict[str, str], job: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapers", job],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def api(env: dict[str, str]) -> Iterator[str]:
+    """gunicorn started exactly as the API image starts it, on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(base + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        assert wait_for(up, timeout=20)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def served_csv(base: str) -> list[list[str]]:
+    response = requests.get(base + "/", params={"limit": "200", "format": "csv"}, timeout=5)
+    assert response.status_code == 200
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+def test_two_scrapes_then_200_priced_coins_as_csv(env, api, providers):
+    assert requests.get(api + "/", timeout=5).status_code == 503
+    scrape(env, "ranks")
+    scrape(env, "prices")
+    rows = wait_for(
+        lambda: requests.get(api + "/", timeout=5).status_code == 200 and served_csv(api)
+    )
+    assert rows[0] == ["Rank", "Symbol", "Price USD"]
+    assert len(rows) == 201
+    assert [r[1] for r in rows[1:]] == [c.symbol for c in providers.market.ranking[:200]]
+    priced = [r for r in rows[1:] if r[2]]
+    assert len(priced) >= 195
+    assert all("e" not in r[2].lower() for r in priced)
+    assert requests.get(api + "/readyz", timeout=5).status_code == 200
+    assert providers.requests, "scrapers talked to the fakes"
+    calls = len(providers.requests)
+    requests.get(api + "/?limit=5", timeout=5)
+    assert len(providers.requests) == calls, "no API request calls a provider"
+
+
+def test_rank_change_is_served_after_next_scrape(env, api, providers):
+    scrape(env, "ranks")
+    scrape(env, "prices")
+    rows = wait_for(
+        lambda: requests.get(api + "/", timeout=5).status_code == 200 and served_csv(api)
+    )
+    assert rows[200][:2] == ["200", "WINGS"]
+    providers.market.swap(199)
+    scrape(env, "ranks")
+    committed = time.monotonic()
+    assert wait_for(
+        lambda: all(served_csv(api)[199][:2] == ["199", "WINGS"] for _ in range(6)), timeout=3
+    )
+    assert time.monotonic() - committed < 3
+    assert served_csv(api)[199][2] != ""
