@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -77,3 +80,26 @@ def wait_for(predicate: Callable[[], T], timeout: float = 2.0) -> T:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.02)
+
+
+def run_python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the repository root, as an operator or a container would run it."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def run_scrapers(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_python(env, "-m", "scrapers", *args)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -13,24 +12,11 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.support import ROOT, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import ROOT, free_port, run_scrapers, wait_for
 
 
 def scrape(env: dict[str, str], job: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapers", job],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_scrapers(env, job)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

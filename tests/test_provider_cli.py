@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from fakeproviders import Fault
-from tests.support import ROOT
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scrapers", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support import run_scrapers
 
 
 def test_cmc_listings_prints_a_table_of_coinmarketcaps_top(env, providers):
-    result = run(env, "cmc", "listings", "--limit", "10")
+    result = run_scrapers(env, "cmc", "listings", "--limit", "10")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["Rank", "Id", "Symbol", "Name", "Price", "USD"]
@@ -36,7 +21,7 @@ def test_cmc_listings_prints_a_table_of_coinmarketcaps_top(env, providers):
 
 
 def test_cryptocompare_top_prints_the_volume_ranking(env, providers):
-    result = run(env, "cryptocompare", "top", "--limit", "10")
+    result = run_scrapers(env, "cryptocompare", "top", "--limit", "10")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["Rank", "Symbol", "Name"]
@@ -48,7 +33,7 @@ def test_cryptocompare_top_prints_the_volume_ranking(env, providers):
 
 def test_provider_error_is_one_line_and_exit_1(env, providers):
     providers.inject("coinmarketcap", Fault.ERROR_PAYLOAD, times=-1)
-    result = run(env, "cmc", "listings")
+    result = run_scrapers(env, "cmc", "listings")
     assert result.returncode == 1
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -56,7 +41,7 @@ def test_provider_error_is_one_line_and_exit_1(env, providers):
 
 
 def test_bad_limit_is_a_usage_error(env):
-    result = run(env, "cmc", "listings", "--limit", "0")
+    result = run_scrapers(env, "cmc", "listings", "--limit", "0")
     assert result.returncode == 2
     assert "--limit" in result.stderr
     assert "Traceback" not in result.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fakeproviders import Fault
-from tests.support import ROOT
+from tests.support import run_scrapers
 from topcoins.models import ScrapeRun
 
 COMMAND = {"cryptocompare": "ranks", "coinmarketcap": "prices"}
@@ -102,15 +99,7 @@ def test_wrong_coinmarketcap_key_is_a_failed_run(scraped, scrape, db):
 
 def test_failed_run_prints_one_json_line_and_no_traceback(scraped, env, providers):
     providers.inject("coinmarketcap", Fault.MALFORMED_JSON, times=-1)
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapers", "prices"],
-        cwd=ROOT,
-        env={**env, "PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_scrapers(env, "prices")
     assert result.returncode == 1
     assert result.stderr == ""
     [line] = result.stdout.splitlines()
@@ -122,14 +111,8 @@ def test_failed_run_prints_one_json_line_and_no_traceback(scraped, env, provider
 
 
 def test_unreachable_database_is_one_line_and_exit_1(env):
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapers", "ranks"],
-        cwd=ROOT,
-        env={**env, "DATABASE_URL": "postgresql://u:dbsecret@127.0.0.1:1/none"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_scrapers(
+        {**env, "DATABASE_URL": "postgresql://u:dbsecret@127.0.0.1:1/none"}, "ranks"
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr

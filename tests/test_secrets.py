@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from fakeproviders import Fault
-from tests.support import CMC_KEY, ROOT
+from tests.support import CMC_KEY, run_scrapers
 
 
 def test_coinmarketcap_key_is_sent_as_a_header_and_never_in_the_url(scraped, providers):
@@ -34,26 +31,10 @@ def test_keys_and_database_password_never_appear_in_output(env, providers, db_ur
             providers.inject("coinmarketcap", fault, times=-1)
             providers.inject("cryptocompare", fault, times=-1)
         for command in (["ranks"], ["prices"], ["cmc", "listings"], ["cryptocompare", "top"]):
-            result = subprocess.run(
-                [sys.executable, "-m", "scrapers", *command],
-                cwd=ROOT,
-                env={**secret_env, "HTTP_BACKOFF_SECONDS": "0"},
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            result = run_scrapers({**secret_env, "HTTP_BACKOFF_SECONDS": "0"}, *command)
             outputs.append(result.stdout + result.stderr)
     broken_db = {**secret_env, "DATABASE_URL": f"postgresql://u:{password}@127.0.0.1:1/x"}
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapers", "ranks"],
-        cwd=ROOT,
-        env=broken_db,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_scrapers(broken_db, "ranks")
     outputs.append(result.stdout + result.stderr)
     text = "\n".join(outputs)
     assert "succeeded" in text

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.support import ROOT
+from tests.support import run_python, run_scrapers
 from topcoins.settings import ApiSettings, ConfigError, HttpSettings, ScraperSettings, database_url
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +23,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     ],
 )
 def test_bad_setting_is_one_line_naming_it_and_exit_2(env, command, overrides, named):
-    result = run(["-m", "scrapers", command], {**env, **overrides})
+    result = run_scrapers({**env, **overrides}, command)
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -46,13 +31,15 @@ def test_bad_setting_is_one_line_naming_it_and_exit_2(env, command, overrides, n
 
 
 def test_secret_values_are_not_echoed_in_config_errors(env):
-    result = run(["-m", "scrapers", "ranks"], {**env, "DATABASE_URL": "mysql://u:hunter2@h/d"})
+    result = run_scrapers({**env, "DATABASE_URL": "mysql://u:hunter2@h/d"}, "ranks")
     assert result.returncode == 2
     assert "hunter2" not in result.stderr
 
 
 def test_api_without_database_url_exits_2_with_one_line(env):
-    result = run(["-c", "from api import create_app; create_app()"], {**env, "DATABASE_URL": ""})
+    result = run_python(
+        {**env, "DATABASE_URL": ""}, "-c", "from api import create_app; create_app()"
+    )
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert "DATABASE_URL is not set" in line
