@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug, not a provider failure: keep the traceback, inside one JSON log line.
+        log.exception("unexpected error", extra={"outcome": "failed"})
+        return 1
 
 
 def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Callable[..., int]:
