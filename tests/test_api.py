@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from api import create_app
 from devtools.postgres import drop_database
 from tests.support import Store, alembic_config, wait_for
+from topcoins.build import schema_head
 from topcoins.db import make_engine
 from topcoins.settings import ApiSettings, database_url
 
@@ -242,12 +243,12 @@ def test_healthz_and_version(client):
 def test_readyz_checks_database_and_schema(client, fresh_database):
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "schema": "0001"}
+    assert ready.get_json() == {"status": "ready", "schema": schema_head()}
 
     empty = create_app(ApiSettings(database_url=database_url({"DATABASE_URL": fresh_database()})))
     response = empty.test_client().get("/readyz")
     assert response.status_code == 503
-    assert "expected 0001" in response.get_json()["detail"]
+    assert f"expected {schema_head()}" in response.get_json()["detail"]
 
     down = create_app(ApiSettings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
     response = down.test_client().get("/readyz")
