@@ -1,0 +1,328 @@
+"""Reading rendered Kubernetes manifests the way the cluster would, for tests/test_k8s.py.
+
+The tests must judge what ``kubectl apply -k`` would create, not the files as written, so
+everything here works on ``kubectl kustomize`` output: selectors are matched, env is resolved
+from ConfigMaps and Secrets, and a container's argv is built from its image's defaults by the
+kubelet's rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+from tests.support import ROOT
+
+Obj = dict[str, Any]
+
+K8S = ROOT / "k8s"
+TREES = {
+    "base": K8S / "base",
+    "local": K8S / "overlays" / "local",
+    "production": K8S / "overlays" / "production",
+}
+KUBERNETES_VERSION = kubernetes_validate.latest_version()
+
+# JSON schemas for custom resources, keyed "group/version/Kind", e.g.
+# "monitoring.coreos.com/v1/ServiceMonitor": K8S / "schemas" / "servicemonitor-v1.json".
+# kubernetes-validate knows only the built-in kinds; a custom kind without an entry here is
+# skipped with a reason rather than passed silently or failed for want of a schema.
+CUSTOM_SCHEMAS: dict[str, Path] = {}
+
+
+def kubectl() -> str | None:
+    return shutil.which("kubectl")
+
+
+@functools.cache
+def render(tree: str) -> tuple[Obj, ...]:
+    """``kubectl kustomize`` output; cached because every test reads the same three trees."""
+    command = [kubectl() or "kubectl", "kustomize", str(TREES[tree])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {TREES[tree]} failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def ident(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def find(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def of_kind(objects: tuple[Obj, ...], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+# --- schema validation ---------------------------------------------------------------------
+
+
+def is_custom(api_version: str) -> bool:
+    """A CRD's group has a dot and is not one of Kubernetes' own ``*.k8s.io`` groups."""
+    group = api_version.rpartition("/")[0]
+    return "." in group and not group.endswith(".k8s.io")
+
+
+def validate(obj: Obj, version: str = KUBERNETES_VERSION) -> str | None:
+    """Raise if ``obj`` is invalid; return a skip reason for a custom kind without a schema.
+
+    Built-in kinds go through kubernetes-validate in strict mode (unknown fields are errors, as
+    with ``kubectl apply --validate=strict``); an unknown built-in kind raises too.
+    """
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    if is_custom(api_version):
+        schema_path = CUSTOM_SCHEMAS.get(f"{api_version}/{kind}")
+        if schema_path is None:
+            return (
+                f"{kind} ({api_version}) is a custom resource: kubernetes-validate has no schema "
+                "for it; add one to tests/manifests.py CUSTOM_SCHEMAS to validate it"
+            )
+        jsonschema.validate(obj, json.loads(schema_path.read_text()))
+        return None
+    kubernetes_validate.validate(obj, version, strict=True)
+    return None
+
+
+# --- pod templates and containers ----------------------------------------------------------
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
+
+
+def pod_template(obj: Obj) -> Obj | None:
+    """The pod template of a workload (a CronJob's is two levels down), else None."""
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    if obj["kind"] in WORKLOAD_KINDS:
+        return obj["spec"]["template"]
+    if obj["kind"] == "Pod":
+        return obj
+    return None
+
+
+def workloads(objects: tuple[Obj, ...]) -> list[tuple[Obj, Obj]]:
+    """(object, pod template) for every object that makes pods."""
+    return [(o, t) for o in objects if (t := pod_template(o)) is not None]
+
+
+def all_containers(pod_spec: Obj) -> list[Obj]:
+    return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
+
+
+def effective(pod_spec: Obj, container: Obj, field: str) -> Any:
+    """A security setting as the kubelet applies it: the container's, else the pod's."""
+    own = container.get("securityContext", {})
+    return own[field] if field in own else pod_spec.get("securityContext", {}).get(field)
+
+
+def image_repository(image: str) -> str:
+    """``host:5000/path/top-coins-api:dev@sha256:…`` → ``top-coins-api``."""
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return name.split(":", 1)[0]
+
+
+def image_reference(image: str) -> tuple[str | None, str | None]:
+    """(tag, digest) of an image reference; either may be None."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    return tag, digest or None
+
+
+def container_port(pod_spec: Obj, port: int | str) -> int:
+    """A numeric port, or the number behind a port name in any of the pod's containers."""
+    if isinstance(port, int):
+        return port
+    for container in all_containers(pod_spec):
+        for declared in container.get("ports", []):
+            if declared.get("name") == port:
+                return declared["containerPort"]
+    raise AssertionError(f"no container declares a port named {port!r}")
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def cpu_quota_cores(quantity: str | int | float) -> int:
+    """Whole CPUs of a limit, rounded up, as gunicorn.conf.py reads the cgroup quota."""
+    return max(1, math.ceil(cpu_cores(quantity)))
+
+
+# --- what a container runs -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """What an image's Dockerfile declares; a pod spec's command/args override these."""
+
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    workdir: str
+
+
+_VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command, args and env values; ``$$`` is ``$``."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return env.get(name, match.group(0))
+
+    return _VARIABLE.sub(one, text)
+
+
+def argv(container: Obj, image: ImageDefaults, env: Mapping[str, str]) -> list[str]:
+    """The process the kubelet starts: ``command`` replaces ENTRYPOINT (and drops CMD),
+    ``args`` replaces CMD."""
+    if "command" in container:
+        words = [*container["command"], *container.get("args", [])]
+    elif "args" in container:
+        words = [*image.entrypoint, *container["args"]]
+    else:
+        words = [*image.entrypoint, *image.cmd]
+    return [expand(word, env) for word in words]
+
+
+class ContainerWouldNotStart(AssertionError):
+    """The kubelet would refuse this container (CreateContainerConfigError)."""
+
+
+def secret_data(secret: Obj) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    return {**data, **secret.get("stringData", {})}
+
+
+def resolve_env(
+    container: Obj, objects: tuple[Obj, ...], secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The container's environment: ``envFrom`` first, then ``env`` on top, in order.
+
+    ConfigMaps come from ``objects``; Secrets from ``secrets`` (name → data), because the
+    values a test runs with are never the ones in the manifests.
+    """
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in of_kind(objects, "ConfigMap")}
+    sources = {"configMap": configmaps, "secret": secrets}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ((kind, ref),) = ((k[: -len("Ref")], v) for k, v in source.items() if k.endswith("Ref"))
+        data = sources[kind].get(ref["name"])
+        if data is None:
+            if ref.get("optional"):
+                continue
+            raise ContainerWouldNotStart(f"{kind} {ref['name']} does not exist")
+        env.update({source.get("prefix", "") + k: v for k, v in data.items()})
+    for var in container.get("env", []):
+        if "value" in var or "valueFrom" not in var:
+            env[var["name"]] = expand(var.get("value", ""), env)
+            continue
+        ((field, ref),) = var["valueFrom"].items()
+        if field not in ("configMapKeyRef", "secretKeyRef"):
+            raise NotImplementedError(f"env {var['name']}: valueFrom.{field} is not emulated")
+        data = sources["configMap" if field == "configMapKeyRef" else "secret"].get(ref["name"])
+        if data is None or ref["key"] not in data:
+            if ref.get("optional"):
+                continue
+            raise ContainerWouldNotStart(f"env {var['name']}: {ref['name']}/{ref['key']} missing")
+        env[var["name"]] = data[ref["key"]]
+    return env
+
+
+def secret_refs(pod_spec: Obj) -> set[tuple[str, str, bool]]:
+    """(secret, key, optional) for every secretKeyRef of every container."""
+    return {
+        (ref["name"], ref["key"], bool(ref.get("optional")))
+        for container in all_containers(pod_spec)
+        for var in container.get("env", [])
+        if (ref := var.get("valueFrom", {}).get("secretKeyRef"))
+    }
+
+
+# --- selectors and network policies --------------------------------------------------------
+
+
+def selects(selector: Obj | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector; ``{}`` selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+Port = tuple[int | str, str]  # (number, or "*" for any, protocol)
+
+
+Rules = list[tuple[set[Port], list[Obj]]]
+
+
+def allowed_ports(
+    policies: list[Obj], pod_spec: Obj, labels: Mapping[str, str], direction: str
+) -> Rules | None:
+    """Ports a pod may use in ``direction`` ("Ingress"/"Egress") and the peers of each rule.
+
+    Returns None when no policy isolates the pod in that direction (everything allowed), else
+    a list of (ports, peers) per rule, ports as (number, protocol) with named ingress ports
+    resolved against the pod's own containers.
+    """
+    rules: Rules = []
+    isolated = False
+    for policy in policies:
+        spec = policy["spec"]
+        if not selects(spec["podSelector"], labels):
+            continue
+        if direction not in spec.get("policyTypes", ["Ingress"]):
+            continue
+        isolated = True
+        for rule in spec.get(direction.lower(), []):
+            ports: set[Port] = set()
+            for port in rule.get("ports", [{"port": "*", "protocol": "*"}]):
+                number = port.get("port", "*")
+                if direction == "Ingress" and isinstance(number, str) and number != "*":
+                    number = container_port(pod_spec, number)
+                ports.add((number, port.get("protocol", "TCP")))
+            rules.append((ports, rule.get("from" if direction == "Ingress" else "to", [])))
+    return rules if isolated else None
+
+
+def peer_admits(peers: list[Obj], labels: Mapping[str, str]) -> bool:
+    """Whether a rule's peers include a pod of this namespace with ``labels``."""
+    if not peers:
+        return True
+    return any(
+        "ipBlock" not in peer
+        and "namespaceSelector" not in peer
+        and selects(peer.get("podSelector"), labels)
+        for peer in peers
+    )

@@ -1,0 +1,742 @@
+"""The Kubernetes manifests (k8s/): they render and validate, they keep the pod security and
+operability rules, and what they tell each container to run really works.
+
+There is no cluster here, so the last part runs each container's command and environment, as
+rendered, as a local process from the repository root (standing in for the image's /app) with
+.venv's executables on PATH (standing in for the image's venv).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests import manifests
+from tests.manifests import ImageDefaults, Obj, find, ident, of_kind, render, workloads
+from tests.support import CMC_KEY, ROOT, wait_for
+from topcoins.build import schema_head
+from topcoins.settings import database_url
+
+if manifests.kubectl() is None:
+    pytest.skip(
+        "kubectl is not on PATH: the manifests are rendered with `kubectl kustomize`",
+        allow_module_level=True,
+    )
+
+TREES = tuple(manifests.TREES)
+NAMESPACE = "top-coins"
+PART_OF = {"app.kubernetes.io/part-of": "top-coins"}
+
+# What Dockerfile.api and Dockerfile.scraper declare (ENTRYPOINT, CMD, WORKDIR). A container
+# without `command`/`args` runs these; test_image_defaults_match_the_dockerfiles keeps them true.
+IMAGE_DEFAULTS = {
+    "top-coins-api": ImageDefaults(
+        entrypoint=(), cmd=("gunicorn", "-c", "gunicorn.conf.py"), workdir="/app"
+    ),
+    "top-coins-scraper": ImageDefaults(
+        entrypoint=("python", "-m", "scrapers"), cmd=("--help",), workdir="/app"
+    ),
+}
+DOCKERFILES = {"top-coins-api": "Dockerfile.api", "top-coins-scraper": "Dockerfile.scraper"}
+IMAGE_USER = 10001
+
+# Containers allowed a writable root filesystem, and why.
+WRITABLE_ROOT = {
+    "StatefulSet/top-coins-postgres": (
+        "local overlay only: the official postgres image writes its socket and lock files "
+        "under /var/run/postgresql, outside the data volume"
+    ),
+}
+
+# The ports each component may use, per the NetworkPolicies: (port, protocol).
+DNS = {(53, "UDP"), (53, "TCP")}
+POSTGRES = {(5432, "TCP")}
+HTTPS = {(443, "TCP")}
+FAKES = {(9101, "TCP"), (9102, "TCP")}
+EGRESS = {
+    "top-coins-api": DNS | POSTGRES,
+    "top-coins-ranks": DNS | POSTGRES | HTTPS,
+    "top-coins-prices": DNS | POSTGRES | HTTPS,
+    "top-coins-migrate": DNS | POSTGRES,
+    "top-coins-postgres": set(),
+    "fake-providers": set(),
+}
+LOCAL_EGRESS = {"top-coins-ranks": FAKES, "top-coins-prices": FAKES}
+INGRESS = {
+    "top-coins-api": {(8080, "TCP")},
+    "top-coins-postgres": POSTGRES,
+    "fake-providers": FAKES,
+}
+# Who may connect to the in-cluster stand-ins of the local overlay.
+INGRESS_PEERS = {
+    "top-coins-postgres": {
+        "top-coins-api",
+        "top-coins-ranks",
+        "top-coins-prices",
+        "top-coins-migrate",
+    },
+    "fake-providers": {"top-coins-ranks", "top-coins-prices"},
+}
+
+CRONJOBS = {"top-coins-ranks": ("* * * * *", 60), "top-coins-prices": ("*/5 * * * *", 300)}
+
+
+def name_of(template: Obj) -> str:
+    return template["metadata"]["labels"]["app.kubernetes.io/name"]
+
+
+def api_pod(objects: tuple[Obj, ...]) -> tuple[Obj, Obj, Obj]:
+    """(Deployment, pod spec, container) of the API."""
+    deployment = find(objects, "Deployment", "top-coins-api")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return deployment, spec, container
+
+
+def job_pod(objects: tuple[Obj, ...], kind: str, name: str) -> tuple[Obj, Obj]:
+    """(pod spec, its single container) of a CronJob or Job."""
+    template = manifests.pod_template(find(objects, kind, name))
+    assert template is not None
+    (container,) = template["spec"]["containers"]
+    return template["spec"], container
+
+
+# --- 1. render and validate ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_renders_into_one_namespace_with_common_labels(tree):
+    objects = render(tree)
+    idents = [ident(o) for o in objects]
+    assert len(idents) == len(set(idents)), "duplicate objects"
+    find(objects, "Namespace", NAMESPACE)
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, ident(obj)
+        assert PART_OF.items() <= obj["metadata"].get("labels", {}).items(), ident(obj)
+    for obj, template in workloads(objects):
+        labels = template["metadata"]["labels"]
+        assert PART_OF.items() <= labels.items(), ident(obj)
+        assert "app.kubernetes.io/name" in labels, ident(obj)
+
+
+def validation_cases() -> Iterator[Any]:
+    for tree in TREES:
+        try:
+            objects = render(tree)
+        except AssertionError:
+            yield pytest.param(tree, None, id=f"{tree}:render")
+            continue
+        for obj in objects:
+            yield pytest.param(tree, obj, id=f"{tree}:{ident(obj)}")
+
+
+@pytest.mark.parametrize(("tree", "obj"), list(validation_cases()))
+def test_every_object_validates_strictly(tree, obj):
+    if obj is None:
+        render(tree)  # raises with kubectl's message
+    failure = reason = None
+    try:
+        reason = manifests.validate(obj)
+    except manifests.kubernetes_validate.ValidationError as exc:
+        at = ".".join(str(part) for part in exc.path)
+        failure = f"{tree}:{ident(obj)}: {at}: {exc.message}"
+    except manifests.kubernetes_validate.SchemaNotFoundError as exc:
+        failure = f"{tree}:{ident(obj)}: {exc.message}"
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def test_validation_is_strict_and_skips_only_custom_resources():
+    _, _, container = api_pod(render("base"))
+    deployment = find(render("base"), "Deployment", "top-coins-api")
+    typo = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(manifests.kubernetes_validate.ValidationError):
+        manifests.validate(typo)
+    misspelled_kind = {**deployment, "kind": "Deploymnet"}
+    with pytest.raises(manifests.kubernetes_validate.SchemaNotFoundError):
+        manifests.validate(misspelled_kind)
+    service_monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "top-coins-api", "namespace": NAMESPACE},
+        "spec": {"endpoints": [{"port": container["ports"][0]["name"], "path": "/metrics"}]},
+    }
+    reason = manifests.validate(service_monitor)
+    assert reason is not None
+    assert "ServiceMonitor" in reason
+    assert "CUSTOM_SCHEMAS" in reason
+
+
+# --- 2. policy -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_every_pod_is_locked_down_and_sized(tree):
+    objects = render(tree)
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    problems = [
+        f"{tree}:{ident(a)}: automountServiceAccountToken is not false"
+        for a in accounts.values()
+        if a.get("automountServiceAccountToken") is not False
+    ]
+    for obj, template in workloads(objects):
+        spec = template["spec"]
+        where = f"{tree}:{ident(obj)}"
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: automountServiceAccountToken is not false")
+        account = spec.get("serviceAccountName")
+        if account is not None and account not in accounts:
+            problems.append(f"{where}: ServiceAccount {account} is not in the manifests")
+        if any(spec.get(f) for f in ("hostNetwork", "hostPID", "hostIPC")):
+            problems.append(f"{where}: uses a host namespace")
+        if spec.get("securityContext", {}).get("fsGroup") is None:
+            problems.append(f"{where}: no fsGroup")
+        for container in manifests.all_containers(spec):
+            at = f"{where} container {container['name']}"
+
+            def setting(field: str, spec: Obj = spec, container: Obj = container) -> Any:
+                return manifests.effective(spec, container, field)
+
+            if setting("runAsNonRoot") is not True:
+                problems.append(f"{at}: runAsNonRoot is not true")
+            if not setting("runAsUser"):
+                problems.append(f"{at}: no non-zero runAsUser")
+            if manifests.image_repository(container["image"]) in IMAGE_DEFAULTS and (
+                setting("runAsUser"),
+                setting("runAsGroup"),
+            ) != (IMAGE_USER, IMAGE_USER):
+                problems.append(f"{at}: not the image's user and group {IMAGE_USER}")
+            if (setting("seccompProfile") or {}).get("type") != "RuntimeDefault":
+                problems.append(f"{at}: seccompProfile is not RuntimeDefault")
+            own = container.get("securityContext", {})
+            if own.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{at}: allowPrivilegeEscalation is not false")
+            if own.get("privileged"):
+                problems.append(f"{at}: privileged")
+            capabilities = own.get("capabilities", {})
+            if "ALL" not in capabilities.get("drop", []) or capabilities.get("add"):
+                problems.append(f"{at}: capabilities are not drop ALL, add none")
+            if own.get("readOnlyRootFilesystem") is not True and ident(obj) not in WRITABLE_ROOT:
+                problems.append(f"{at}: root filesystem is writable")
+            scratch = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+            if manifests.image_repository(container["image"]) in IMAGE_DEFAULTS and not any(
+                m["mountPath"] == "/tmp" and m["name"] in scratch
+                for m in container.get("volumeMounts", [])
+            ):
+                problems.append(f"{at}: no emptyDir at /tmp, where our images write")
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    if resource not in resources.get(kind, {}):
+                        problems.append(f"{at}: no {resource} {kind}")
+            tag, digest = manifests.image_reference(container["image"])
+            if digest is None and tag in (None, "latest"):
+                problems.append(f"{at}: image {container['image']} is latest or untagged")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_api_rolls_out_safely_and_probes_the_right_paths(tree, monkeypatch):
+    objects = render(tree)
+    deployment, spec, container = api_pod(objects)
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "httpGet" in container["startupProbe"]
+    (port,) = container["ports"]
+    assert (port["name"], port["containerPort"]) == ("http", 8080)
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert manifests.container_port(spec, container[probe]["httpGet"]["port"]) == 8080
+    env = manifests.resolve_env(container, objects, {"top-coins": {"api-database-url": "x"}})
+    assert env["PORT"] == "8080"
+    assert env["DATABASE_URL"] == "x", "the API reads api-database-url, not database-url"
+    # gunicorn.conf.py's own default, as the container (which does not override it) gets it.
+    monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
+    assert "GUNICORN_GRACEFUL_TIMEOUT" not in env
+    graceful = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert spec["terminationGracePeriodSeconds"] > graceful + pre_stop > graceful
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert mounts == ["/tmp"]
+    (volume,) = spec["volumes"]
+    assert "emptyDir" in volume
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert manifests.selects(
+        spread["labelSelector"], deployment["spec"]["template"]["metadata"]["labels"]
+    )
+
+    service = find(objects, "Service", "top-coins-api")
+    assert service["spec"]["type"] == "ClusterIP"
+    (service_port,) = service["spec"]["ports"]
+    assert (service_port["port"], service_port["targetPort"]) == (80, "http")
+    hpa = find(objects, "HorizontalPodAutoscaler", "top-coins-api")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "top-coins-api",
+    }
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    pdb = find(objects, "PodDisruptionBudget", "top-coins-api")
+    assert manifests.selects(
+        pdb["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def test_production_runs_more_api_pods_behind_a_tls_ingress():
+    objects = render("production")
+    deployment, _, _ = api_pod(objects)
+    hpa = find(objects, "HorizontalPodAutoscaler", "top-coins-api")
+    assert deployment["spec"]["replicas"] == 4
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 12)
+    ingress = find(objects, "Ingress", "top-coins-api")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    (tls,) = ingress["spec"]["tls"]
+    (rule,) = ingress["spec"]["rules"]
+    assert tls["hosts"] == [rule["host"]]
+    assert tls["secretName"]
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"] == {"name": "top-coins-api", "port": {"name": "http"}}
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_scraper_cronjobs_never_overlap_and_clean_up(tree):
+    objects = render(tree)
+    config = find(objects, "ConfigMap", "top-coins-config")["data"]
+    scrape_deadline = float(config["SCRAPE_DEADLINE_SECONDS"])
+    assert {c["metadata"]["name"] for c in of_kind(objects, "CronJob")} == set(CRONJOBS)
+    for name, (schedule, interval) in CRONJOBS.items():
+        cronjob = find(objects, "CronJob", name)
+        spec = cronjob["spec"]
+        assert spec["schedule"] == schedule
+        assert spec["timeZone"] == "Etc/UTC"
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert 0 < spec["startingDeadlineSeconds"] < interval
+        assert spec["successfulJobsHistoryLimit"] >= 1
+        assert spec["failedJobsHistoryLimit"] >= 1
+        job = spec["jobTemplate"]["spec"]
+        assert job["activeDeadlineSeconds"] >= 2 * scrape_deadline, "comfortably above"
+        assert job["backoffLimit"] >= 0
+        assert job["ttlSecondsAfterFinished"] > 0
+        pod, container = job_pod(objects, "CronJob", name)
+        assert pod["restartPolicy"] == "Never"
+        assert manifests.image_repository(container["image"]) == "top-coins-scraper"
+        assert "command" not in container, "the image's ENTRYPOINT runs the scrapers"
+        assert container["args"] == [name.removeprefix("top-coins-")]
+        assert {"configMapRef": {"name": "top-coins-config"}} in container["envFrom"]
+        assert ("top-coins", "database-url", False) in manifests.secret_refs(pod)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_migration_job_runs_alembic_and_stays_inspectable(tree):
+    objects = render(tree)
+    job = find(objects, "Job", "top-coins-migrate")
+    assert job["spec"]["backoffLimit"] >= 1
+    assert job["spec"].get("ttlSecondsAfterFinished", 86400) >= 86400
+    pod, container = job_pod(objects, "Job", "top-coins-migrate")
+    assert pod["restartPolicy"] == "Never"
+    assert manifests.image_repository(container["image"]) == "top-coins-scraper"
+    assert container["command"] == ["alembic", "upgrade", "head"]
+    assert manifests.secret_refs(pod) == {("top-coins", "database-url", False)}
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_only_the_local_overlay_carries_a_secret_and_it_has_every_key(tree):
+    objects = render(tree)
+    secrets = of_kind(objects, "Secret")
+    refs = {ref for _, t in workloads(objects) for ref in manifests.secret_refs(t["spec"])}
+    assert {name for name, _, _ in refs} == {"top-coins"}
+    if tree != "local":
+        assert secrets == [], "real secrets are created out of band, never committed"
+        return
+    (secret,) = secrets
+    assert secret["metadata"]["name"] == "top-coins"
+    data = manifests.secret_data(secret)
+    missing = {key for _, key, optional in refs if not optional and key not in data}
+    assert not missing
+    fakes = find(objects, "Deployment", "fake-providers")["spec"]["template"]["spec"]
+    (command,) = (c["command"] for c in fakes["containers"])
+    accepted = command[command.index("--coinmarketcap-key") + 1]
+    assert data["coinmarketcap-api-key"] == accepted, "the fake CoinMarketCap's key"
+
+
+def test_production_images_are_pinned_by_digest_and_local_ones_are_dev():
+    for _, template in workloads(render("production")):
+        for container in manifests.all_containers(template["spec"]):
+            _, digest = manifests.image_reference(container["image"])
+            assert digest is not None, container["image"]
+            assert digest.startswith("sha256:")
+            assert len(digest) == len("sha256:") + 64
+    for _, template in workloads(render("local")):
+        for container in manifests.all_containers(template["spec"]):
+            if manifests.image_repository(container["image"]) in IMAGE_DEFAULTS:
+                assert manifests.image_reference(container["image"]) == ("dev", None)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_services_reach_declared_container_ports(tree):
+    objects = render(tree)
+    for service in of_kind(objects, "Service"):
+        pods = [
+            t["spec"]
+            for _, t in workloads(objects)
+            if manifests.selects(
+                {"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"]
+            )
+        ]
+        assert pods, f"{ident(service)} selects no pods"
+        for port in service["spec"]["ports"]:
+            for pod in pods:
+                manifests.container_port(pod, port["targetPort"])
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_network_policies_allow_only_what_each_component_needs(tree):
+    objects = render(tree)
+    policies = of_kind(objects, "NetworkPolicy")
+    deny = find(objects, "NetworkPolicy", "default-deny")["spec"]
+    assert deny["podSelector"] == {}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    pods = {name_of(t): t for _, t in workloads(objects)}
+    for name, template in pods.items():
+        labels, spec = template["metadata"]["labels"], template["spec"]
+        egress = manifests.allowed_ports(policies, spec, labels, "Egress")
+        ingress = manifests.allowed_ports(policies, spec, labels, "Ingress")
+        assert egress is not None
+        assert ingress is not None
+        extra = LOCAL_EGRESS.get(name, set()) if tree == "local" else set()
+        assert set().union(*(ports for ports, _ in egress)) == EGRESS[name] | extra, name
+        assert set().union(*(ports for ports, _ in ingress)) == INGRESS.get(name, set()), name
+        for ports, peers in egress:
+            if ports & POSTGRES and tree == "production":
+                assert peers, f"{name}: PostgreSQL egress must be narrowed to the database"
+                assert all("ipBlock" in p for p in peers)
+        if name in INGRESS_PEERS:
+            callers = {
+                caller
+                for caller, t in pods.items()
+                if caller != name
+                and any(
+                    manifests.peer_admits(peers, t["metadata"]["labels"]) for _, peers in ingress
+                )
+            }
+            assert callers == INGRESS_PEERS[name]
+
+
+def dockerfile_defaults(path: Path) -> ImageDefaults:
+    """ENTRYPOINT, CMD and WORKDIR of a Dockerfile's final stage; shell form means sh -c.
+
+    What the final stage does not set comes from its base image, which is not looked up here:
+    the table must then say what that base image declares.
+    """
+    joined = path.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in joined.splitlines()]
+    stage: list[tuple[str, str]] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stage = []
+        stage.append((instruction.upper(), rest.strip()))
+
+    def words(rest: str) -> tuple[str, ...]:
+        if rest.startswith("["):
+            return tuple(json.loads(rest))
+        return ("/bin/sh", "-c", rest)
+
+    values = {instruction: rest for instruction, rest in stage}
+    assert "WORKDIR" in values, f"{path.name}: no WORKDIR in the final stage"
+    entrypoint = words(values["ENTRYPOINT"]) if "ENTRYPOINT" in values else ()
+    cmd = words(values["CMD"]) if "CMD" in values else ()
+    return ImageDefaults(entrypoint=entrypoint, cmd=cmd, workdir=values["WORKDIR"])
+
+
+@pytest.mark.parametrize("image", sorted(IMAGE_DEFAULTS))
+def test_image_defaults_match_the_dockerfiles(image):
+    path = ROOT / DOCKERFILES[image]
+    if not path.exists():
+        pytest.skip(f"{path.name} does not exist yet; IMAGE_DEFAULTS cannot be checked against it")
+    assert dockerfile_defaults(path) == IMAGE_DEFAULTS[image]
+
+
+# --- 3. what the manifests say is what runs --------------------------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def local_process(
+    container: Obj, objects: tuple[Obj, ...], secrets: dict[str, dict[str, str]], **overrides: str
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) to run a rendered container here: its env resolved, then ``overrides``.
+
+    The image's executables are .venv's (its PATH), the working directory is the repository
+    (its /app).
+    """
+    image = IMAGE_DEFAULTS[manifests.image_repository(container["image"])]
+    assert container.get("workingDir", image.workdir) == "/app", "the code lives in /app"
+    env = manifests.resolve_env(container, objects, secrets)
+    for key in overrides:
+        assert key in env, f"override of {key}, which the container does not get"
+    env.update(overrides)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    command = manifests.argv(container, image, env)
+    executable = shutil.which(command[0], path=env["PATH"])
+    assert executable is not None
+    assert Path(executable).parent == VENV_BIN, f"{command[0]} must come from .venv: {executable}"
+    return [executable, *command[1:]], env
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+
+
+def require_free_port(port: int) -> None:
+    """Fail (not skip) when a fixed port from the manifests is taken: the test needs that port."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            pytest.fail(
+                f"port {port} (declared in the manifests) is busy on this machine ({exc}); "
+                "stop whatever listens there (bin/local?) and re-run"
+            )
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Container:
+    """A long-running container process; its output is kept for failure messages."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        self.process = process
+        self.log = log
+        self.exit_code: int | None = None
+        self.final_output = ""
+
+    def output(self) -> str:
+        if self.log.closed:
+            return self.final_output
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], grace: float) -> Iterator[Container]:
+    """Start ``command``; at the end send SIGTERM as the kubelet does and give it ``grace``
+    seconds, recording the exit code (None: it had to be killed)."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        container = Container(process, log)
+        try:
+            yield container
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                container.exit_code = process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            container.final_output = container.output()
+
+
+def runs(db_url: str) -> list[tuple[str, str, int]]:
+    engine = create_engine(database_url({"DATABASE_URL": db_url}))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT source, status, item_count FROM scrape_runs ORDER BY id")
+            )
+            return [tuple(row) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def served(db_url: str) -> tuple[int, int]:
+    """(coins, priced coins) in the merged list the API serves."""
+    engine = create_engine(database_url({"DATABASE_URL": db_url}))
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT count(*), count(price_usd) FROM top_coins")).one()
+            return row[0], row[1]
+    finally:
+        engine.dispose()
+
+
+def test_scraper_cronjob_containers_store_snapshots(env, db_url, providers):
+    objects = render("base")
+    secrets = {
+        "top-coins": {
+            "database-url": db_url,
+            "api-database-url": db_url,
+            "coinmarketcap-api-key": env["COINMARKETCAP_API_KEY"],
+            "cryptocompare-api-key": "",
+        }
+    }
+    # The ConfigMap's real provider hosts do not resolve here: point them, and only them,
+    # at the loopback fakes.
+    fakes = {
+        "CRYPTOCOMPARE_BASE_URL": providers.cryptocompare_url,
+        "COINMARKETCAP_BASE_URL": providers.coinmarketcap_url,
+    }
+    ranking_size = int(find(objects, "ConfigMap", "top-coins-config")["data"]["RANKING_SIZE"])
+    for name in ("top-coins-ranks", "top-coins-prices"):
+        _, container = job_pod(objects, "CronJob", name)
+        command, container_env = local_process(container, objects, secrets, **fakes)
+        assert command[1:] == ["-m", "scrapers", name.removeprefix("top-coins-")]
+        result = run(command, container_env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    (ranks, prices) = runs(db_url)
+    assert ranks == ("cryptocompare", "succeeded", ranking_size)
+    assert prices[:2] == ("coinmarketcap", "succeeded")
+    ranked, priced = served(db_url)
+    assert ranked == ranking_size
+    assert priced >= ranking_size - 5, "nearly every ranked coin has a price"
+    keys = {
+        r.headers.get("x-cmc_pro_api_key")
+        for r in providers.requests
+        if r.provider == "coinmarketcap"
+    }
+    assert keys == {CMC_KEY}
+
+
+def test_migration_job_container_migrates_an_empty_database(fresh_database):
+    objects = render("base")
+    url = fresh_database()
+    _, container = job_pod(objects, "Job", "top-coins-migrate")
+    command, env = local_process(container, objects, {"top-coins": {"database-url": url}})
+    result = run(command, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    engine = create_engine(database_url({"DATABASE_URL": url}))
+    try:
+        with engine.connect() as connection:
+            found = connection.scalar(text("SELECT version_num FROM alembic_version"))
+    finally:
+        engine.dispose()
+    assert found == schema_head()
+
+
+@pytest.fixture
+def reader_url(db, db_url) -> Iterator[str]:
+    """A LOGIN role in the migrations' SELECT-only group, as production's api-database-url."""
+    role = f"topcoins_api_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    with db.begin() as connection:
+        connection.execute(
+            text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE topcoins_reader")
+        )
+    parts = urlsplit(db_url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    netloc = f"{role}:{quote(password)}@{host}"
+    yield urlunsplit(parts._replace(netloc=netloc))
+    with db.begin() as connection:
+        connection.execute(text(f"DROP ROLE {role}"))
+
+
+def test_api_container_answers_its_probes_on_its_declared_port(reader_url, db_url):
+    objects = render("base")
+    _, spec, container = api_pod(objects)
+    service = find(objects, "Service", "top-coins-api")
+    (service_port,) = service["spec"]["ports"]
+    port = manifests.container_port(spec, service_port["targetPort"])
+    assert port == 8080
+    require_free_port(port)
+    secrets = {"top-coins": {"api-database-url": reader_url, "database-url": db_url}}
+    command, env = local_process(container, objects, secrets)
+    assert command[1:] == ["-c", "gunicorn.conf.py"]
+    # gunicorn.conf.py sizes the workers from the cgroup CPU quota, which here is the machine's,
+    # not the container's: give it the count the container's CPU limit would.
+    cpus = manifests.cpu_quota_cores(container["resources"]["limits"]["cpu"])
+    env["WEB_CONCURRENCY"] = str(max(2, 2 * cpus))
+    grace = spec["terminationGracePeriodSeconds"]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    with running(command, env, grace=grace - pre_stop) as api:
+
+        def answers(path: str) -> int | None:
+            code = api.process.poll()
+            assert code is None, f"gunicorn exited {code}:\n{api.output()}"
+            try:
+                return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+            except requests.ConnectionError:
+                return None
+
+        readiness = container["readinessProbe"]["httpGet"]
+        assert manifests.container_port(spec, readiness["port"]) == port
+        assert wait_for(lambda: answers(readiness["path"]) == 200, timeout=30), api.output()
+        for probe in ("livenessProbe", "startupProbe"):
+            get = container[probe]["httpGet"]
+            assert manifests.container_port(spec, get["port"]) == port
+            assert answers(get["path"]) == 200, probe
+    assert api.exit_code == 0, f"gunicorn did not stop cleanly in the grace period:\n{api.output()}"
+
+
+def test_local_fake_providers_serve_the_local_scrapers(db, db_url):
+    objects = render("local")
+    fakes = find(objects, "Deployment", "fake-providers")["spec"]["template"]["spec"]
+    (fake,) = fakes["containers"]
+    ports = {p["name"]: p["containerPort"] for p in fake["ports"]}
+    assert sorted(ports.values()) == [9101, 9102]
+    for port in ports.values():
+        require_free_port(port)
+    secret = manifests.secret_data(find(objects, "Secret", "top-coins"))
+    secrets = {"top-coins": {**secret, "database-url": db_url, "api-database-url": db_url}}
+    command, env = local_process(fake, objects, secrets)
+    with running(command, env, grace=10) as providers:
+        up = wait_for(lambda: all(listening(p) for p in ports.values()), timeout=15)
+        assert up, providers.output()
+        config = find(objects, "ConfigMap", "top-coins-config")["data"]
+        service = find(objects, "Service", "fake-providers")
+        # The Service name does not resolve here; the process it fronts listens on loopback.
+        loopback = {}
+        for key in ("CRYPTOCOMPARE_BASE_URL", "COINMARKETCAP_BASE_URL"):
+            url = urlsplit(config[key])
+            assert url.hostname == service["metadata"]["name"]
+            (target,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+            assert manifests.container_port(fakes, target["targetPort"]) == url.port
+            loopback[key] = urlunsplit(url._replace(netloc=f"127.0.0.1:{url.port}"))
+        for name in ("top-coins-ranks", "top-coins-prices"):
+            _, container = job_pod(objects, "CronJob", name)
+            scraper, scraper_env = local_process(container, objects, secrets, **loopback)
+            result = run(scraper, scraper_env)
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert [(source, status) for source, status, _ in runs(db_url)] == [
+            ("cryptocompare", "succeeded"),
+            ("coinmarketcap", "succeeded"),
+        ]
+    assert providers.exit_code == 0, providers.output()
