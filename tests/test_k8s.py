@@ -8,7 +8,6 @@ rendered, as a local process from the repository root (standing in for the image
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import shutil
@@ -29,6 +28,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests import manifests
+from tests.dockerfile import Dockerfile
 from tests.manifests import ImageDefaults, Obj, find, ident, of_kind, render, workloads
 from tests.support import CMC_KEY, ROOT, wait_for
 from topcoins.build import schema_head
@@ -451,32 +451,13 @@ def test_network_policies_allow_only_what_each_component_needs(tree):
 
 
 def dockerfile_defaults(path: Path) -> ImageDefaults:
-    """ENTRYPOINT, CMD and WORKDIR of a Dockerfile's final stage; shell form means sh -c.
-
-    What the final stage does not set comes from its base image, which is not looked up here:
-    the table must then say what that base image declares.
-    """
-    joined = path.read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in joined.splitlines()]
-    stage: list[tuple[str, str]] = []
-    for line in lines:
-        if not line or line.startswith("#"):
-            continue
-        instruction, _, rest = line.partition(" ")
-        if instruction.upper() == "FROM":
-            stage = []
-        stage.append((instruction.upper(), rest.strip()))
-
-    def words(rest: str) -> tuple[str, ...]:
-        if rest.startswith("["):
-            return tuple(json.loads(rest))
-        return ("/bin/sh", "-c", rest)
-
-    values = {instruction: rest for instruction, rest in stage}
-    assert "WORKDIR" in values, f"{path.name}: no WORKDIR in the final stage"
-    entrypoint = words(values["ENTRYPOINT"]) if "ENTRYPOINT" in values else ()
-    cmd = words(values["CMD"]) if "CMD" in values else ()
-    return ImageDefaults(entrypoint=entrypoint, cmd=cmd, workdir=values["WORKDIR"])
+    """ENTRYPOINT, CMD and WORKDIR of a Dockerfile's final stage, as the image declares them."""
+    final = Dockerfile.load(path).final
+    workdir = final.last("WORKDIR")
+    assert workdir is not None, f"{path.name}: no WORKDIR in the final stage"
+    return ImageDefaults(
+        entrypoint=tuple(final.entrypoint), cmd=tuple(final.cmd), workdir=workdir.arguments.strip()
+    )
 
 
 @pytest.mark.parametrize("image", sorted(IMAGE_DEFAULTS))
