@@ -2,15 +2,18 @@
 
 Every value can be overridden from the environment, so the same file serves
 ``bin/local``, the benchmarks and the container.  Nothing here writes to the root
-filesystem: heartbeat files go to /dev/shm and the control socket is off.
+filesystem: heartbeat files go to /dev/shm, metrics to a directory under /tmp (an
+emptyDir in Kubernetes), and the control socket is off.
 """
 
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from topcoins.logging import json_formatter_path
+from topcoins.logging import context_filter_path, json_formatter_path
 from topcoins.settings import ApiSettings, ConfigError
 
 
@@ -25,6 +28,10 @@ def cpu_limit() -> int:
     return os.cpu_count() or 1
 
 
+# Workers count requests in files here, summed at /metrics; set before any worker starts.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="top-coins-metrics-")
+
 wsgi_app = "api:create_app()"
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
 # Responses are served from memory, so workers are CPU-bound: two per CPU is plenty.
@@ -37,15 +44,17 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+logger_class = "api.access_log.AccessLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": json_formatter_path()}},
+    "filters": {"context": {"()": context_filter_path()}},
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "formatter": "json",
+            "filters": ["context"],
             "stream": "ext://sys.stdout",
         }
     },
@@ -58,9 +67,26 @@ logconfig_dict = {
 
 
 def on_starting(server: object) -> None:
-    """Fail fast in the master, once, with one line, instead of in every worker."""
+    """Fail fast in the master, once, with one line; start metrics from a clean directory."""
     try:
         ApiSettings.from_env(os.environ)
     except ConfigError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Tracing after the fork: the span exporter's thread must belong to the worker."""
+    from topcoins.tracing import configure_tracing
+
+    configure_tracing("top-coins-api", os.environ)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A dead worker's gauges must not linger in the multiprocess metrics."""
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)  # type: ignore[attr-defined]

@@ -6,13 +6,14 @@ import os
 import sys
 
 from flask import Flask
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
 from topcoins.build import git_commit, schema_head
 from topcoins.db import make_engine
 from topcoins.logging import configure_logging
 from topcoins.settings import ApiSettings, ConfigError
 
-from . import health, problems, top
+from . import health, metrics, problems, request_id, top
 from .toplist import TopListCache
 
 
@@ -38,6 +39,15 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
         refresh_interval_seconds=settings.refresh_interval_seconds,
     )
     problems.init_app(app)
+    request_id.init_app(app)
     app.register_blueprint(top.bp)
     app.register_blueprint(health.bp)
+    metrics.init_app(
+        app,
+        engine,
+        multiprocess=settings.metrics_multiprocess,
+        commit=app.config["GIT_COMMIT"],
+    )
+    # Probes and scrapes every few seconds would drown the traces that matter.
+    FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

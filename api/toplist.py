@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.http import http_date, quote_etag
@@ -191,8 +192,10 @@ class TopListCache:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.refresh()
+        # A poll a second per worker is not worth a trace; loads made inside a request are.
+        with suppress_instrumentation():
+            while not self._stop.wait(self.interval):
+                self.refresh()
 
     def refresh(self) -> None:
         """Swap in the newest snapshot pair, if any changed; never raises."""
@@ -234,6 +237,17 @@ class TopListCache:
                 if loaded is None:
                     return
                 current = loaded
+                log.info(
+                    "serving ranking run %d with price run %d: %d coins",
+                    current.ranking_run_id,
+                    current.price_run_id,
+                    len(current.coins),
+                    extra={
+                        "ranking_run_id": current.ranking_run_id,
+                        "price_run_id": current.price_run_id,
+                        "item_count": len(current.coins),
+                    },
+                )
         self._current = self._with_staleness(current)
         self._missing = None
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+import sqlalchemy
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from topcoins.tracing import instrument_libraries
 
 
 def make_engine(url: str, *, application_name: str, pool_size: int = 2) -> Engine:
     """One engine per process; ``pool_pre_ping`` so a restarted database is survived."""
-    return create_engine(
+    instrument_libraries()
+    # Looked up at call time so that the OpenTelemetry wrapper around it applies.
+    return sqlalchemy.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=2,

@@ -159,6 +159,7 @@ class ApiSettings:
     stale_after_seconds: float = 900.0
     refresh_interval_seconds: float = 1.0
     max_limit: int = 5000
+    metrics_multiprocess: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -171,4 +172,5 @@ class ApiSettings:
                 env, "API_REFRESH_SECONDS", 1.0, minimum=0.05, maximum=60
             ),
             max_limit=_integer(env, "API_MAX_LIMIT", 5000, minimum=1, maximum=100_000),
+            metrics_multiprocess=bool(_text(env, "PROMETHEUS_MULTIPROC_DIR")),
         )
