@@ -25,11 +25,13 @@ from topcoins.settings import (
     HttpSettings,
     ScraperSettings,
 )
+from topcoins.tracing import configure_tracing
 
 from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient
 from .cryptocompare import CryptoCompareClient
 from .errors import ScrapeError
 from .prices import PricesJob
+from .pushgateway import push_run
 from .ranks import RanksJob
 from .run import Job, Outcome, run_scrape
 
@@ -63,13 +65,17 @@ def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Ca
         configure_logging(env.get("LOG_LEVEL", "INFO"))
         settings = ScraperSettings.from_env(env)
         job = make_job(settings, env)
+        tracing = configure_tracing(f"top-coins-scraper-{args.name}", env)
         engine = make_engine(settings.database_url, application_name=f"scraper-{args.name}")
         try:
-            outcome = run_scrape(engine, job, retention=timedelta(days=settings.retention_days))
+            report = run_scrape(engine, job, retention=timedelta(days=settings.retention_days))
+            if settings.pushgateway_url:
+                push_run(settings.pushgateway_url, report, timeout=settings.http.timeout_seconds)
         finally:
             job.close()
             engine.dispose()
-        return 1 if outcome is Outcome.FAILED else 0
+            tracing.force_flush()
+        return 1 if report.outcome is Outcome.FAILED else 0
 
     return command
 

@@ -50,7 +50,11 @@ def exclusive(engine: Engine, source: Source) -> Iterator[Connection | None]:
 
 
 def write_snapshot(
-    session: Session, source: Source, started_at: datetime, snapshot: Snapshot
+    session: Session,
+    source: Source,
+    started_at: datetime,
+    snapshot: Snapshot,
+    trace_id: str | None = None,
 ) -> ScrapeRun:
     run = ScrapeRun(
         source=source,
@@ -58,6 +62,7 @@ def write_snapshot(
         started_at=started_at,
         item_count=len(snapshot.rows),
         credit_count=snapshot.credit_count,
+        trace_id=trace_id,
     )
     session.add(run)
     session.flush()
@@ -70,15 +75,15 @@ def record_failure(
     source: Source,
     started_at: datetime,
     error: str,
-    credit_count: int | None = None,
+    trace_id: str | None = None,
 ) -> ScrapeRun:
     run = ScrapeRun(
         source=source,
         status=RunStatus.FAILED,
         started_at=started_at,
         item_count=0,
-        credit_count=credit_count,
         error=error,
+        trace_id=trace_id,
     )
     session.add(run)
     session.flush()

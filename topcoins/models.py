@@ -68,6 +68,8 @@ class ScrapeRun(Base):
     item_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     credit_count: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # W3C trace id (32 hex digits) of the scrape's root span: from psql to the trace.
+    trace_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("source IN ('cryptocompare', 'coinmarketcap')", name="source"),

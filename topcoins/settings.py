@@ -61,7 +61,8 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int, m
 
 def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
     value = _text(env, name, default)
-    assert value is not None
+    if not value:
+        return ""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
@@ -142,6 +143,7 @@ class ScraperSettings:
     ranking_size: int
     retention_days: float
     http: HttpSettings
+    pushgateway_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ScraperSettings:
@@ -150,6 +152,7 @@ class ScraperSettings:
             ranking_size=_integer(env, "RANKING_SIZE", 200, minimum=10, maximum=5000),
             retention_days=_number(env, "RETENTION_DAYS", 7.0, minimum=0.01, maximum=3650),
             http=HttpSettings.from_env(env),
+            pushgateway_url=_base_url(env, "PUSHGATEWAY_URL", "") or None,
         )
 
 
