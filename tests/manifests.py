@@ -36,11 +36,17 @@ TREES = {
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
-# JSON schemas for custom resources, keyed "group/version/Kind", e.g.
-# "monitoring.coreos.com/v1/ServiceMonitor": K8S / "schemas" / "servicemonitor-v1.json".
-# kubernetes-validate knows only the built-in kinds; a custom kind without an entry here is
-# skipped with a reason rather than passed silently or failed for want of a schema.
-CUSTOM_SCHEMAS: dict[str, Path] = {}
+# JSON schemas for custom resources, keyed "group/version/Kind" (tests/schemas/README.md says
+# where each comes from). kubernetes-validate knows only the built-in kinds; a custom kind
+# without an entry here is skipped with a reason rather than passed silently or failed for want
+# of a schema.
+SCHEMAS = ROOT / "tests" / "schemas"
+CUSTOM_SCHEMAS: dict[str, Path] = {
+    "monitoring.coreos.com/v1/ServiceMonitor": SCHEMAS
+    / "monitoring.coreos.com_servicemonitors.v1.json",
+    "monitoring.coreos.com/v1/PrometheusRule": SCHEMAS
+    / "monitoring.coreos.com_prometheusrules.v1.json",
+}
 
 
 def kubectl() -> str | None:
@@ -80,6 +86,37 @@ def is_custom(api_version: str) -> bool:
     return "." in group and not group.endswith(".k8s.io")
 
 
+def strict_schema(schema: Any) -> Any:
+    """A CRD's OpenAPI schema as ``jsonschema`` should apply it to a manifest.
+
+    The API server rejects unknown fields of a custom resource under strict validation, but a
+    JSON schema allows them unless told otherwise: every object with ``properties`` (and neither
+    ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields``) gets
+    ``additionalProperties: false``. Go's regexp takes a flag group such as ``(?i)`` anywhere,
+    Python's only at the start, so such a group moves to the front.
+    """
+    if isinstance(schema, list):
+        return [strict_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict_schema(value) for key, value in schema.items() if key != "properties"}
+    if "properties" in schema:
+        out["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            out["additionalProperties"] = False
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str) and (flags := re.search(r"\(\?[a-z]+\)", pattern)):
+        out["pattern"] = flags.group(0) + pattern[: flags.start()] + pattern[flags.end() :]
+    return out
+
+
+@functools.cache
+def custom_schema(path: Path) -> Obj:
+    return strict_schema(json.loads(path.read_text()))
+
+
 def validate(obj: Obj, version: str = KUBERNETES_VERSION) -> str | None:
     """Raise if ``obj`` is invalid; return a skip reason for a custom kind without a schema.
 
@@ -94,7 +131,7 @@ def validate(obj: Obj, version: str = KUBERNETES_VERSION) -> str | None:
                 f"{kind} ({api_version}) is a custom resource: kubernetes-validate has no schema "
                 "for it; add one to tests/manifests.py CUSTOM_SCHEMAS to validate it"
             )
-        jsonschema.validate(obj, json.loads(schema_path.read_text()))
+        jsonschema.validate(obj, custom_schema(schema_path))
         return None
     kubernetes_validate.validate(obj, version, strict=True)
     return None

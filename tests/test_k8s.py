@@ -175,15 +175,16 @@ def test_validation_is_strict_and_skips_only_custom_resources():
     misspelled_kind = {**deployment, "kind": "Deploymnet"}
     with pytest.raises(manifests.kubernetes_validate.SchemaNotFoundError):
         manifests.validate(misspelled_kind)
-    service_monitor = {
+    # A custom kind with no schema in CUSTOM_SCHEMAS (the monitoring ones have theirs).
+    pod_monitor = {
         "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
+        "kind": "PodMonitor",
         "metadata": {"name": "top-coins-api", "namespace": NAMESPACE},
-        "spec": {"endpoints": [{"port": container["ports"][0]["name"], "path": "/metrics"}]},
+        "spec": {"podMetricsEndpoints": [{"port": container["ports"][0]["name"]}]},
     }
-    reason = manifests.validate(service_monitor)
+    reason = manifests.validate(pod_monitor)
     assert reason is not None
-    assert "ServiceMonitor" in reason
+    assert "PodMonitor" in reason
     assert "CUSTOM_SCHEMAS" in reason
 
 

@@ -1,0 +1,442 @@
+"""The monitoring component (k8s/components/monitoring): the ServiceMonitor reaches the API's
+/metrics, the alerts fire when they should and only then, and the Grafana dashboard asks only for
+metrics the API (or a scraper's Pushgateway push) exposes.
+
+There is no Prometheus Operator here, so the custom resources are judged three ways: against
+the CRDs' own OpenAPI schemas (vendored in tests/schemas, validated strictly by
+tests/manifests.py), by promtool (syntax of the rules and unit tests with made-up series in
+k8s/components/monitoring/tests/alerts-test.yaml), and by the cross-checks below.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests import manifests
+from tests.manifests import Obj, find, of_kind, render
+from tests.support import ROOT
+
+if manifests.kubectl() is None:
+    pytest.skip(
+        "kubectl is not on PATH: the manifests are rendered with `kubectl kustomize`",
+        allow_module_level=True,
+    )
+
+COMPONENT = ROOT / "k8s" / "components" / "monitoring"
+DASHBOARD = COMPONENT / "dashboards" / "top-coins.json"
+ALERT_TESTS = COMPONENT / "tests" / "alerts-test.yaml"
+K8S_README = ROOT / "k8s" / "README.md"
+NAMESPACE = "top-coins"
+
+# What the API exposes at /metrics: prometheus-flask-exporter (a histogram and two counters)
+# plus the gauges it computes from the database on each scrape.
+HISTOGRAM = "flask_http_request_duration_seconds"
+API_METRICS = frozenset(
+    {
+        *(HISTOGRAM + suffix for suffix in ("_bucket", "_sum", "_count")),
+        "flask_http_request_total",
+        "flask_http_request_exceptions_total",
+        "top_coins_app_info",
+        "top_coins_last_success_timestamp_seconds",
+        "top_coins_data_age_seconds",
+        "top_coins_snapshot_items",
+        "top_coins_scrape_failed_runs",
+        "top_coins_scrape_consecutive_failures",
+        "top_coins_coinmarketcap_credits_last_run",
+        "top_coins_coinmarketcap_credits_24h",
+        "top_coins_unpriced_coins",
+        "top_coins_database_up",
+    }
+)
+# What the scrapers may push to a Pushgateway (job top_coins_scraper); optional.
+PUSHGATEWAY_METRICS = frozenset(
+    {
+        "top_coins_scrape_last_success_timestamp_seconds",
+        "top_coins_scrape_duration_seconds",
+        "top_coins_scrape_items",
+        "top_coins_scrape_credits",
+        "top_coins_scrape_outcome",
+    }
+)
+# Exposed but deliberately not charted: the histogram's sum adds nothing to the percentiles.
+NOT_CHARTED = frozenset({HISTOGRAM + "_sum"})
+
+ALERTS = frozenset(
+    {
+        "TopCoinsDataStale",
+        "TopCoinsScrapesFailing",
+        "TopCoinsNoFreshnessData",
+        "TopCoinsApiErrorRatio",
+        "TopCoinsApiLatencyP99",
+        "TopCoinsUnpricedCoins",
+    }
+)
+SEVERITIES = frozenset({"critical", "warning"})
+RUNBOOKS = "https://github.com/top-coins/top-coins/blob/main/k8s/README.md#"
+# The stale limit per source: three scrape intervals (k8s/base: every minute, every 5 minutes).
+STALE_AFTER = {"cryptocompare": 180, "coinmarketcap": 900}
+
+# Values Grafana substitutes before a query reaches Prometheus.
+GRAFANA_VARIABLES = {"$namespace": NAMESPACE, "$__rate_interval": "2m", "${datasource}": ""}
+
+
+# --- reading PromQL ------------------------------------------------------------------------
+
+_PROMQL_WORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "inf", "nan", "by", "without", "on", "ignoring"}
+)
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric (and recording rule) names a PromQL expression reads.
+
+    Good enough for the expressions here, not a PromQL parser: after removing strings, label
+    matchers, ranges and grouping clauses, every identifier that is not called and is not a
+    keyword is a metric name. promtool checks the syntax separately.
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\$\{?\w+\}?", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        if text[match.end() :].lstrip().startswith("(") or match.group() in _PROMQL_WORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def test_metric_names_reads_the_metrics_of_an_expression() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le) (rate(a_bucket{job="x", le!="0.5"}[5m]))) '
+        "/ on (job) group_left (version) b:c:rate5m offset 5m > bool 1e3 "
+        'or absent(c{source="a b"}) unless sum without (pod) (d{namespace="$namespace"})'
+    )
+    assert metric_names(expr) == {"a_bucket", "b:c:rate5m", "c", "d"}
+
+
+# --- the rendered objects ------------------------------------------------------------------
+
+
+def production() -> tuple[Obj, ...]:
+    return render("production")
+
+
+def prometheus_rule() -> Obj:
+    return find(production(), "PrometheusRule", "top-coins")
+
+
+def rules() -> list[Obj]:
+    return [rule for group in prometheus_rule()["spec"]["groups"] for rule in group["rules"]]
+
+
+def alerts() -> dict[str, Obj]:
+    return {rule["alert"]: rule for rule in rules() if "alert" in rule}
+
+
+def recorded() -> dict[str, str]:
+    """Recording rule name → its expression."""
+    return {rule["record"]: rule["expr"] for rule in rules() if "record" in rule}
+
+
+def dashboard() -> Obj:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels() -> Iterator[Obj]:
+    for panel in dashboard()["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in panels() if p["type"] != "row" for t in p["targets"]]
+
+
+def test_component_is_in_production_only() -> None:
+    component = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
+    assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    assert component["kind"] == "Component"
+    overlay = yaml.safe_load((manifests.TREES["production"] / "kustomization.yaml").read_text())
+    assert "../../components/monitoring" in overlay["components"]
+    objects = production()
+    find(objects, "ServiceMonitor", "top-coins-api")
+    find(objects, "PrometheusRule", "top-coins")
+    find(objects, "ConfigMap", "top-coins-dashboard")
+    # Without the operator's CRDs a ServiceMonitor would fail the whole apply.
+    for tree in ("base", "local"):
+        for obj in render(tree):
+            assert not obj["apiVersion"].startswith("monitoring.coreos.com/"), tree
+            assert "grafana_dashboard" not in obj["metadata"].get("labels", {}), tree
+
+
+def test_service_monitor_scrapes_the_api_metrics_port() -> None:
+    objects = production()
+    monitor = find(objects, "ServiceMonitor", "top-coins-api")
+    service = find(objects, "Service", "top-coins-api")
+    spec = monitor["spec"]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == NAMESPACE
+    assert "namespaceSelector" not in spec, "the Service is in the ServiceMonitor's namespace"
+    assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": "top-coins-api"}}
+    selected = [
+        s
+        for s in of_kind(objects, "Service")
+        if manifests.selects(spec["selector"], s["metadata"].get("labels", {}))
+    ]
+    assert selected == [service]
+    (endpoint,) = spec["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "30s")
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    api = find(objects, "Deployment", "top-coins-api")["spec"]["template"]["spec"]
+    assert manifests.container_port(api, port["targetPort"]) == 8080
+    # The operator's endpoint="http" target label would push the Flask `endpoint` label, which
+    # the rules and the dashboard select on, aside to exported_endpoint.
+    assert {"action": "labeldrop", "regex": "endpoint"} in endpoint["relabelings"]
+
+
+# --- CRD schemas ---------------------------------------------------------------------------
+
+
+def _parent(obj: Obj, path: str) -> tuple[Any, str]:
+    """The container of a dotted path's last step (numbers, also negative, index lists)."""
+    *parents, last = path.split(".")
+    node: Any = obj
+    for part in parents:
+        node = node[int(part)] if part.lstrip("-").isdigit() else node[part]
+    return node, last
+
+
+def _set(path: str, value: Any) -> Callable[[Obj], None]:
+    def mutate(obj: Obj) -> None:
+        node, last = _parent(obj, path)
+        node[last] = value
+
+    return mutate
+
+
+def _drop(path: str) -> Callable[[Obj], None]:
+    def mutate(obj: Obj) -> None:
+        node, last = _parent(obj, path)
+        del node[last]
+
+    return mutate
+
+
+BROKEN = {
+    "ServiceMonitor/top-coins-api": {
+        "unknown field": _set("spec.endpoints.0.intervall", "30s"),
+        "bad duration": _set("spec.endpoints.0.interval", "30 seconds"),
+        "bad relabel action": _set("spec.endpoints.0.relabelings.0.action", "drop_label"),
+        "no selector": _drop("spec.selector"),
+    },
+    "PrometheusRule/top-coins": {
+        "unknown field": _set("spec.groups.0.rulez", []),
+        "bad duration": _set("spec.groups.0.rules.-1.for", "2 minutes"),
+        "rule without expr": _drop("spec.groups.0.rules.-1.expr"),
+        "non-string label": _set("spec.groups.0.rules.-1.labels.severity", 3),
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_custom_resources_match_the_operator_crd_schemas(name: str) -> None:
+    kind, _, obj_name = name.partition("/")
+    obj = find(production(), kind, obj_name)
+    assert manifests.validate(obj) is None, "validated, not skipped"
+    for what, mutate in BROKEN[name].items():
+        broken = copy.deepcopy(obj)
+        mutate(broken)
+        try:
+            manifests.validate(broken)
+        except jsonschema.ValidationError:
+            continue
+        pytest.fail(f"{name}: {what} passed the schema", pytrace=False)
+
+
+def test_vendored_schemas_say_where_they_come_from() -> None:
+    notes = (manifests.SCHEMAS / "README.md").read_text()
+    assert "Apache License" in notes
+    for path in manifests.CUSTOM_SCHEMAS.values():
+        assert path.parent == manifests.SCHEMAS
+        assert f"`{path.name}`" in notes
+        schema = json.loads(path.read_text())
+        assert schema["type"] == "object"
+        assert "spec" in schema["properties"]
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_has_severity_summary_and_a_runbook() -> None:
+    found = alerts()
+    assert set(found) == ALERTS
+    headings = {
+        github_anchor(line.lstrip("#"))
+        for line in K8S_README.read_text().splitlines()
+        if line.startswith("#")
+    }
+    for name, rule in found.items():
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        annotations = rule["annotations"]
+        assert set(annotations) >= {"summary", "description", "runbook_url"}, name
+        assert annotations["runbook_url"] == RUNBOOKS + f"runbook-{name.lower()}", name
+        assert f"runbook-{name.lower()}" in headings, f"{name}: no runbook in k8s/README.md"
+
+
+def test_rules_read_only_exposed_metrics() -> None:
+    records = recorded()
+    for rule in rules():
+        unknown = metric_names(rule["expr"]) - API_METRICS - set(records)
+        assert not unknown, f"{rule.get('alert') or rule.get('record')}: {sorted(unknown)}"
+    for name in records:
+        assert re.fullmatch(r"top_coins:[a-z0-9_]+:[a-z0-9_]+", name), name
+
+
+def test_stale_limits_are_three_scrape_intervals() -> None:
+    expr = alerts()["TopCoinsDataStale"]["expr"]
+    limits = {s: int(v) for s, v in re.findall(r'source="(\w+)"\}\s*>\s*(\d+)', expr)}
+    assert limits == STALE_AFTER
+    schedules = {"cryptocompare": "top-coins-ranks", "coinmarketcap": "top-coins-prices"}
+    every = {"* * * * *": 60, "*/5 * * * *": 300}
+    for source, cronjob in schedules.items():
+        schedule = find(production(), "CronJob", cronjob)["spec"]["schedule"]
+        assert limits[source] == 3 * every[schedule], source
+
+
+def test_alert_unit_tests_cover_every_alert_both_ways() -> None:
+    """Every alert fires in some case and stays silent in some case (checked without promtool,
+    so a new alert cannot land without tests)."""
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert tests["rule_files"] == ["rules.yaml"]
+    fires, silent = set(), set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fires if check.get("exp_alerts") else silent).add(check["alertname"])
+    assert fires == ALERTS
+    assert silent == ALERTS
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip(
+            "promtool is not on PATH: bin/setup installs it (Debian package `prometheus`) when "
+            "run as root on a system with apt-get; elsewhere install promtool to run this check"
+        )
+    return path
+
+
+def run_promtool(*args: str, cwd: Path) -> None:
+    result = subprocess.run(
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}", pytrace=False)
+
+
+def test_promtool_checks_the_rendered_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rule()["spec"]))
+    run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+
+
+def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rule()["spec"]))
+    shutil.copy(ALERT_TESTS, tmp_path / "alerts-test.yaml")
+    run_promtool("test", "rules", "alerts-test.yaml", cwd=tmp_path)
+
+
+# --- the Grafana dashboard -----------------------------------------------------------------
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_dashboard_uses_a_prometheus_datasource_variable() -> None:
+    board = dashboard()
+    assert board["uid"] == "top-coins"
+    assert board["schemaVersion"] == 39
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"] == DATASOURCE
+            (metric,) = re.findall(r"label_values\(\s*([\w:]+)", variable["definition"])
+            assert metric in API_METRICS, variable["name"]
+    ids = [p["id"] for p in panels()]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    for panel in panels():
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], f"{panel['title']}: no targets"
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+
+
+def test_dashboard_charts_only_exposed_metrics_and_all_of_them() -> None:
+    records = recorded()
+    known = API_METRICS | PUSHGATEWAY_METRICS | set(records)
+    charted: set[str] = set()
+    for panel in panels():
+        for target in panel.get("targets", []):
+            names = metric_names(target["expr"])
+            assert names, f"{panel['title']}: {target['expr']!r} reads no metric"
+            assert names <= known, f"{panel['title']}: unknown {sorted(names - known)}"
+            charted |= names
+    # A recording rule on the dashboard charts what it is computed from.
+    for name in charted & set(records):
+        charted |= metric_names(records[name])
+    assert API_METRICS - charted == NOT_CHARTED
+    assert charted & PUSHGATEWAY_METRICS, "no Pushgateway panel"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel query, with Grafana's variables filled in, as a rule."""
+    rules_out = []
+    for i, expr in enumerate(dashboard_exprs()):
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        rules_out.append({"record": f"dashboard:query:{i}", "expr": expr})
+    (tmp_path / "dashboard.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules_out}]})
+    )
+    run_promtool("check", "rules", "dashboard.yaml", cwd=tmp_path)
+
+
+def test_data_age_panel_draws_the_stale_limits() -> None:
+    (panel,) = [
+        p
+        for p in panels()
+        if any("top_coins:data_age_seconds:max" in t["expr"] for t in p.get("targets", []))
+    ]
+    defaults = panel["fieldConfig"]["defaults"]
+    steps = {s["value"] for s in defaults["thresholds"]["steps"]}
+    assert set(STALE_AFTER.values()) <= steps
+    assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+
+
+def test_dashboard_configmap_is_found_by_the_grafana_sidecar() -> None:
+    configmap = find(production(), "ConfigMap", "top-coins-dashboard")
+    assert configmap["metadata"]["namespace"] == NAMESPACE
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert list(configmap["data"]) == ["top-coins.json"]
+    assert json.loads(configmap["data"]["top-coins.json"]) == dashboard()
+    # kubectl apply keeps the whole object in an annotation, which may hold 256 KiB.
+    assert len(configmap["data"]["top-coins.json"].encode()) < 200 * 1024
