@@ -17,7 +17,7 @@ from api import create_app
 from devtools.postgres import PostgresUnavailable, drop_database, ensure_database, find_server
 from fakeproviders import FakeProviders
 from scrapers.cli import main as scrapers_main
-from tests.support import CMC_KEY, Store, alembic_config
+from tests.support import CMC_KEY, Gunicorn, Store, alembic_config
 from topcoins.db import make_engine
 from topcoins.settings import ApiSettings, database_url
 
@@ -138,3 +138,14 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def store(db: Engine) -> Store:
     return Store(db)
+
+
+@pytest.fixture
+def gunicorn(env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
+    """The API under gunicorn with the repo's config, 2 workers, output kept for reading."""
+    server = Gunicorn(env, tmp_path / "gunicorn.log")
+    try:
+        server.wait_until_up()
+        yield server
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
+import requests
 from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -103,3 +104,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Gunicorn:
+    """The API started exactly as its image starts it (``gunicorn -c gunicorn.conf.py``)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**env, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_until_up(self) -> None:
+        def up() -> bool:
+            try:
+                return requests.get(self.base + "/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        assert wait_for(up, timeout=20), self.output()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self._log.close()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()

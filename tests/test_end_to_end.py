@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.support import ROOT, free_port, run_scrapers, wait_for
+from tests.support import Gunicorn, run_scrapers, wait_for
 
 
 def scrape(env: dict[str, str], job: str) -> None:
@@ -21,30 +18,8 @@ def scrape(env: dict[str, str], job: str) -> None:
 
 
 @pytest.fixture
-def api(env: dict[str, str]) -> Iterator[str]:
-    """gunicorn started exactly as the API image starts it, on a free port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env={**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(base + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        assert wait_for(up, timeout=20)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def api(gunicorn: Gunicorn) -> str:
+    return gunicorn.base
 
 
 def served_csv(base: str) -> list[list[str]]:

@@ -1,0 +1,179 @@
+"""``/metrics``: request metrics per endpoint and the data freshness gauges from real runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from api import create_app
+from fakeproviders import Fault
+from topcoins.models import ScrapeRun
+from topcoins.settings import ApiSettings
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def scrape_metrics(client) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return parse(response.get_data(as_text=True))
+
+
+def test_freshness_gauges_come_from_real_scrape_runs(client, scraped, db, store):
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_database_up") == 1
+    for source, items in (("cryptocompare", 200), ("coinmarketcap", None)):
+        assert 0 <= value(samples, "top_coins_data_age_seconds", source=source) < 60
+        assert (
+            abs(
+                value(samples, "top_coins_last_success_timestamp_seconds", source=source)
+                - time.time()
+            )
+            < 60
+        )
+        assert value(samples, "top_coins_scrape_consecutive_failures", source=source) == 0
+        assert value(samples, "top_coins_scrape_failed_runs", source=source) == 0
+        if items is not None:
+            assert value(samples, "top_coins_snapshot_items", source=source) == items
+    with Session(db) as session:
+        prices = session.scalars(select(ScrapeRun).where(ScrapeRun.source == "coinmarketcap")).one()
+    assert value(samples, "top_coins_snapshot_items", source="coinmarketcap") == prices.item_count
+    assert value(samples, "top_coins_coinmarketcap_credits_last_run") == prices.credit_count
+    assert value(samples, "top_coins_coinmarketcap_credits_24h") == prices.credit_count
+    unpriced = sum(1 for row in store.top_coins() if row["price_usd"] is None)
+    assert value(samples, "top_coins_unpriced_coins") == unpriced
+    assert (
+        value(
+            samples,
+            "top_coins_app_info",
+            version="0.1.0",
+            commit=client.application.config["GIT_COMMIT"],
+        )
+        == 1
+    )
+
+
+def test_failed_runs_are_counted_until_the_next_success(client, scraped, scrape, providers):
+    providers.inject("coinmarketcap", Fault.ERROR_PAYLOAD, times=2)
+    assert scrape("prices") == 1
+    assert scrape("prices") == 1
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_scrape_consecutive_failures", source="coinmarketcap") == 2
+    assert value(samples, "top_coins_scrape_failed_runs", source="coinmarketcap") == 2
+    assert scrape("prices") == 0
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_scrape_consecutive_failures", source="coinmarketcap") == 0
+    assert value(samples, "top_coins_scrape_failed_runs", source="coinmarketcap") == 2
+    assert value(samples, "top_coins_coinmarketcap_credits_24h") > value(
+        samples, "top_coins_coinmarketcap_credits_last_run"
+    )
+
+
+def test_no_run_yet_reports_no_freshness_but_a_live_database(client):
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_database_up") == 1
+    assert not [key for key in samples if key[0] == "top_coins_data_age_seconds"]
+    assert value(samples, "top_coins_unpriced_coins") == 0
+
+
+def test_unreachable_database_reports_database_down():
+    app = create_app(ApiSettings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    try:
+        samples = scrape_metrics(app.test_client())
+    finally:
+        app.extensions["toplist"].stop()
+    assert value(samples, "top_coins_database_up") == 0
+
+
+def test_request_counts_and_latency_by_endpoint_and_status(client, scraped):
+    for path in ("/", "/?limit=5", "/?limit=abc", "/nope", "/healthz"):
+        client.get(path)
+    samples = scrape_metrics(client)
+    histogram = "flask_http_request_duration_seconds_count"
+    assert value(samples, histogram, endpoint="top.top_list", method="GET", status="200") == 2
+    assert value(samples, histogram, endpoint="top.top_list", method="GET", status="400") == 1
+    assert value(samples, histogram, endpoint="health.healthz", method="GET", status="200") == 1
+    assert value(samples, "flask_http_request_total", method="GET", status="404") == 1
+    fast = value(
+        samples,
+        "flask_http_request_duration_seconds_bucket",
+        endpoint="top.top_list",
+        method="GET",
+        status="200",
+        le="0.25",
+    )
+    assert fast == 2
+
+
+def test_one_query_per_metrics_scrape_and_none_per_request(app, client, scraped):
+    client.get("/")
+    app.extensions["toplist"].stop()
+    time.sleep(0.1)
+    statements: list[str] = []
+    engine = app.extensions["engine"]
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(20):
+            client.get("/?limit=10")
+        assert statements == []
+        client.get("/metrics")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [s for s in statements if "scrape_runs" in s] == [statements[-1]]
+    assert len(statements) == 2  # the statement timeout, then the one query
+
+
+def test_counts_are_summed_across_gunicorn_workers_and_survive_a_worker_dying(gunicorn, scraped):
+    def served() -> float:
+        samples = parse(requests.get(gunicorn.base + "/metrics", timeout=5).text)
+        return sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "flask_http_request_duration_seconds_count"
+            and ("endpoint", "top.top_list") in labels
+        )
+
+    for _ in range(40):
+        requests.get(gunicorn.base + "/?limit=3", timeout=5)  # a new connection each time
+    assert served() == 40
+    workers = [int(p) for p in os.popen(f"pgrep -P {gunicorn.process.pid}").read().split()]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGTERM)
+    time.sleep(1.5)
+    for _ in range(10):
+        requests.get(gunicorn.base + "/?limit=3", timeout=5)
+    assert served() == 50
+    assert "top_coins_data_age_seconds" in requests.get(gunicorn.base + "/metrics", timeout=5).text
+
+
+def test_failed_runs_gauge_counts_only_kept_history(db, client, scraped, scrape, providers):
+    providers.inject("cryptocompare", Fault.HTTP_500, times=-1)
+    assert scrape("ranks", HTTP_RETRIES="0") == 1
+    with Session(db) as session:
+        failed = session.scalar(
+            select(func.count()).select_from(ScrapeRun).where(ScrapeRun.status == "failed")
+        )
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_scrape_failed_runs", source="cryptocompare") == failed == 1
