@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import requests
+
 from fakeproviders import Fault
-from tests.support import CMC_KEY, run_scrapers
+from tests.support import CMC_KEY, Gunicorn, run_scrapers
 
 
 def test_coinmarketcap_key_is_sent_as_a_header_and_never_in_the_url(scraped, providers):
@@ -40,4 +42,29 @@ def test_keys_and_database_password_never_appear_in_output(env, providers, db_ur
     assert "succeeded" in text
     assert "failed" in text
     for secret in (CMC_KEY, cc_key, password):
+        assert secret not in text
+
+
+def test_api_output_never_shows_keys_or_the_database_password(env, db_url, scraped, tmp_path):
+    password = "api-db-pass-31f0"
+    outputs = []
+    for name, url in (
+        ("working", db_url.replace("postgres@", f"postgres:{password}@", 1)),
+        ("broken", f"postgresql://u:{password}@127.0.0.1:1/none"),
+    ):
+        server = Gunicorn(
+            {**env, "DATABASE_URL": url, "CRYPTOCOMPARE_API_KEY": "cc-key-77aa"},
+            tmp_path / f"{name}.log",
+        )
+        try:
+            server.wait_until_up()
+            for path in ("/", "/?limit=abc", "/nope", "/readyz", "/metrics", "/?format=x"):
+                response = requests.get(server.base + path, timeout=5)
+                outputs.append(response.text)
+        finally:
+            server.stop()
+        outputs.append(server.output())
+    text = "\n".join(outputs)
+    assert "Database unavailable" in text or "database unavailable" in text
+    for secret in (password, CMC_KEY, "cc-key-77aa"):
         assert secret not in text

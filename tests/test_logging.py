@@ -1,0 +1,119 @@
+"""Logs: one JSON object per line from every process, with request, run and trace context."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from fakeproviders import Fault
+from tests.support import run_scrapers
+from topcoins.logging import ContextFilter, Formatter
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every line must be JSON
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """The root logger writing through the project's formatter and filter into a buffer."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(Formatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def test_incoming_request_id_is_returned(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "req-42.abc"})
+    assert response.headers["X-Request-ID"] == "req-42.abc"
+
+
+@pytest.mark.parametrize("given", [None, "", "has space", "x" * 129, "semi;colon", "<script>"])
+def test_missing_or_unusable_request_id_is_replaced_by_a_generated_one(client, given):
+    headers = {} if given is None else {"X-Request-ID": given}
+    generated = client.get("/healthz", headers=headers).headers["X-Request-ID"]
+    assert len(generated) == 32
+    int(generated, 16)
+    assert generated != client.get("/healthz").headers["X-Request-ID"]
+
+
+def test_log_lines_inside_a_request_carry_its_request_id(client, store, log_output):
+    store.ranking([("BTC", "Bitcoin")])
+    store.prices([(1, "BTC", "Bitcoin", 1, "5")])
+    assert client.get("/", headers={"X-Request-ID": "trace-me-1"}).status_code == 200
+    [loaded] = [r for r in json_lines(log_output.getvalue()) if r["logger"] == "api.toplist"]
+    assert loaded["request_id"] == "trace-me-1"
+    assert loaded["level"] == "INFO"
+    assert "serving ranking run" in loaded["message"]
+    assert {"timestamp", "level", "logger", "message"} <= loaded.keys()
+
+
+def test_unexpected_errors_are_logged_with_the_request_id(app, client, log_output):
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    response = client.get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert "kaboom" not in response.get_data(as_text=True)
+    [record] = [r for r in json_lines(log_output.getvalue()) if r["level"] == "ERROR"]
+    assert record["request_id"] == "boom-1"
+    assert "kaboom" in record["exc_info"]
+
+
+def test_gunicorn_and_app_log_only_json_with_access_fields(gunicorn, scraped):
+    requests.get(gunicorn.base + "/?limit=2", headers={"X-Request-ID": "abc-123"}, timeout=5)
+    requests.get(gunicorn.base + "/?limit=zero", timeout=5)
+    gunicorn.stop()
+    records = json_lines(gunicorn.output())
+    assert any(
+        r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records
+    )
+    access = [r for r in records if r["logger"] == "gunicorn.access" and r["path"] == "/"]
+    ok = next(r for r in access if r["request_id"] == "abc-123")
+    assert (ok["method"], ok["status"], ok["query"]) == ("GET", 200, "limit=2")
+    assert 0 < ok["duration_ms"] < 5000
+    bad = next(r for r in access if r["status"] == 400)
+    assert len(bad["request_id"]) == 32
+
+
+def test_scraper_logs_its_run_context(env, providers):
+    result = run_scrapers(env, "ranks")
+    assert result.returncode == 0
+    [record] = [r for r in json_lines(result.stdout) if r["logger"] == "scrapers.run"]
+    assert record["source"] == "cryptocompare"
+    assert record["outcome"] == "succeeded"
+    assert isinstance(record["run_id"], int)
+    assert record["item_count"] == 200
+    assert record["credit_count"] is None
+    assert record["duration_seconds"] > 0
+    assert len(record["trace_id"]) == 32
+    assert len(record["span_id"]) == 16
+
+
+def test_scraper_failure_logs_the_reason_with_its_context(env, providers):
+    providers.inject("cryptocompare", Fault.ERROR_PAYLOAD, times=-1)
+    result = run_scrapers(env, "ranks")
+    assert result.returncode == 1
+    [record] = json_lines(result.stdout)
+    assert (record["level"], record["outcome"], record["source"]) == (
+        "ERROR",
+        "failed",
+        "cryptocompare",
+    )
+    assert record["error"].startswith("CryptoCompare: ")
+    assert record["trace_id"]

@@ -1,0 +1,88 @@
+"""Optional Pushgateway push: off by default, and what a run pushes when PUSHGATEWAY_URL is set."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fakeproviders import Fault
+
+
+class Pushgateway:
+    """A loopback stand-in that records what is pushed, as the real one receives it."""
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, str, str]] = []
+        pushes = self.pushes
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                pushes.append((self.command, self.path, self.rfile.read(length).decode()))
+                self.send_response(200)
+                self.end_headers()
+
+            do_POST = do_PUT = _record
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def samples(self, index: int = -1) -> dict[str, float]:
+        body = self.pushes[index][2]
+        return {
+            sample.name + "".join(f"{{{k}={v}}}" for k, v in sample.labels.items()): sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+        }
+
+
+@pytest.fixture
+def pushgateway() -> Iterator[Pushgateway]:
+    gateway = Pushgateway()
+    yield gateway
+    gateway.server.shutdown()
+
+
+def test_nothing_is_pushed_without_pushgateway_url(scrape, pushgateway):
+    assert scrape("ranks") == 0
+    assert pushgateway.pushes == []
+
+
+def test_a_successful_run_pushes_its_metrics_grouped_by_source(scrape, pushgateway):
+    assert scrape("ranks", PUSHGATEWAY_URL=pushgateway.url) == 0
+    [(method, path, _)] = pushgateway.pushes
+    assert (method, path) == ("POST", "/metrics/job/top_coins_scraper/source/cryptocompare")
+    samples = pushgateway.samples()
+    assert samples["top_coins_scrape_items"] == 200
+    assert samples["top_coins_scrape_outcome{outcome=succeeded}"] == 1
+    assert samples["top_coins_scrape_outcome{outcome=failed}"] == 0
+    assert samples["top_coins_scrape_duration_seconds"] > 0
+    assert samples["top_coins_scrape_last_success_timestamp_seconds"] > 1.7e9
+
+
+def test_a_failed_run_pushes_its_outcome_but_keeps_the_last_success_time(
+    scrape, providers, pushgateway
+):
+    providers.inject("cryptocompare", Fault.ERROR_PAYLOAD, times=-1)
+    assert scrape("ranks", PUSHGATEWAY_URL=pushgateway.url) == 1
+    samples = pushgateway.samples()
+    assert samples["top_coins_scrape_outcome{outcome=failed}"] == 1
+    assert "top_coins_scrape_last_success_timestamp_seconds" not in samples
+
+
+def test_an_unreachable_pushgateway_does_not_fail_the_run(scrape, capsys):
+    assert scrape("ranks", PUSHGATEWAY_URL="http://127.0.0.1:1") == 0
+    assert "could not push run metrics" in capsys.readouterr().out
+
+
+def test_invalid_pushgateway_url_is_a_configuration_error(scrape, capsys):
+    assert scrape("ranks", PUSHGATEWAY_URL="not-a-url") == 2
+    assert "PUSHGATEWAY_URL" in capsys.readouterr().err
