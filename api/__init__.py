@@ -48,6 +48,8 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
         multiprocess=settings.metrics_multiprocess,
         commit=app.config["GIT_COMMIT"],
     )
-    # Probes and scrapes every few seconds would drown the traces that matter.
-    FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    if settings.tracing:
+        # Only when spans are exported: a server span costs more than the rest of a request.
+        # Probes and scrapes every few seconds would drown the traces that matter.
+        FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

@@ -16,7 +16,8 @@ class AccessLogger(glogging.Logger):
     def access(
         self, resp: Any, req: Any, environ: dict[str, Any], request_time: datetime.timedelta
     ) -> None:
-        if not self.access_log_enabled:
+        # logconfig_dict alone would switch access logging on; GUNICORN_ACCESS_LOG="" means off.
+        if not self.cfg.accesslog:
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers

@@ -122,7 +122,9 @@ def scraped(scrape: Callable[..., int]) -> None:
 @pytest.fixture
 def app(db: Engine, db_url: str) -> Iterator[Flask]:
     settings = ApiSettings(
-        database_url=database_url({"DATABASE_URL": db_url}), refresh_interval_seconds=0.05
+        database_url=database_url({"DATABASE_URL": db_url}),
+        refresh_interval_seconds=0.05,
+        tracing=True,
     )
     app = create_app(settings)
     yield app

@@ -78,6 +78,16 @@ def _api_key(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def exports_traces(env: Mapping[str, str]) -> bool:
+    """Whether the standard OTEL_* variables ask for spans to be exported (OTLP)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(
+        env.get(name, "").strip()
+        for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
 def database_url(env: Mapping[str, str]) -> str:
     """DATABASE_URL in the form psql accepts, turned into SQLAlchemy's psycopg 3 form."""
     raw = _required(env, "DATABASE_URL")
@@ -163,6 +173,7 @@ class ApiSettings:
     refresh_interval_seconds: float = 1.0
     max_limit: int = 5000
     metrics_multiprocess: bool = False
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -176,4 +187,5 @@ class ApiSettings:
             ),
             max_limit=_integer(env, "API_MAX_LIMIT", 5000, minimum=1, maximum=100_000),
             metrics_multiprocess=bool(_text(env, "PROMETHEUS_MULTIPROC_DIR")),
+            tracing=exports_traces(env),
         )

@@ -1,10 +1,12 @@
 """OpenTelemetry set-up shared by the API and the scrapers.
 
-Spans are always created, so W3C ``traceparent`` is continued and log lines carry
-trace ids; they leave the process only when an OTLP endpoint is configured through
-the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``).  The exporter's batch thread must be started
-after gunicorn forks, which is why the API calls this from ``post_fork``.
+Spans leave the process only when an OTLP endpoint is configured through the
+standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``).  Scrapers always make spans, so each run
+records a trace id and its log lines carry it; the API instruments Flask only when
+exporting, because a server span costs more than the rest of a cached response.
+The exporter's batch thread must be started after gunicorn forks, which is why the
+API calls this from ``post_fork``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from topcoins import __version__
-
-_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-
-
-def exporting(env: Mapping[str, str]) -> bool:
-    return env.get("OTEL_SDK_DISABLED", "").lower() != "true" and any(
-        env.get(name, "").strip() for name in _ENDPOINT_VARIABLES
-    )
+from topcoins.settings import exports_traces
 
 
 def configure_tracing(service_name: str, env: Mapping[str, str]) -> TracerProvider:
@@ -36,7 +31,7 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> TracerProvid
         {SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name, SERVICE_VERSION: __version__}
     )
     provider = TracerProvider(resource=resource)
-    if exporting(env):
+    if exports_traces(env):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
