@@ -36,16 +36,14 @@ TREES = {
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
-# JSON schemas for custom resources, keyed "group/version/Kind" (tests/schemas/README.md says
-# where each comes from). kubernetes-validate knows only the built-in kinds; a custom kind
-# without an entry here is skipped with a reason rather than passed silently or failed for want
-# of a schema.
+# JSON schemas for custom resources, keyed "group/version/Kind": our own descriptions of the
+# fields this project uses, not the operators' CRDs (tests/schemas/README.md). kubernetes-validate
+# knows only the built-in kinds; a custom kind without an entry here is skipped with a reason
+# rather than passed silently or failed for want of a schema.
 SCHEMAS = ROOT / "tests" / "schemas"
 CUSTOM_SCHEMAS: dict[str, Path] = {
-    "monitoring.coreos.com/v1/ServiceMonitor": SCHEMAS
-    / "monitoring.coreos.com_servicemonitors.v1.json",
-    "monitoring.coreos.com/v1/PrometheusRule": SCHEMAS
-    / "monitoring.coreos.com_prometheusrules.v1.json",
+    "monitoring.coreos.com/v1/ServiceMonitor": SCHEMAS / "servicemonitor.v1.json",
+    "monitoring.coreos.com/v1/PrometheusRule": SCHEMAS / "prometheusrule.v1.json",
 }
 
 
@@ -86,35 +84,43 @@ def is_custom(api_version: str) -> bool:
     return "." in group and not group.endswith(".k8s.io")
 
 
-def strict_schema(schema: Any) -> Any:
-    """A CRD's OpenAPI schema as ``jsonschema`` should apply it to a manifest.
+# Keywords under which a schema describes a value (rather than adding a condition to one
+# already described, as if/then/else, not and allOf do here).
+_DESCRIBING = ("properties", "patternProperties", "$defs")
+_DESCRIBING_ONE = ("items", "additionalProperties")
+_DESCRIBING_MANY = ("prefixItems", "anyOf", "oneOf")
 
-    The API server rejects unknown fields of a custom resource under strict validation, but a
-    JSON schema allows them unless told otherwise: every object with ``properties`` (and neither
-    ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields``) gets
-    ``additionalProperties: false``. Go's regexp takes a flag group such as ``(?i)`` anywhere,
-    Python's only at the start, so such a group moves to the front.
+
+def open_objects(schema: Any, at: str = "#") -> list[str]:
+    """JSON pointers of the objects in ``schema`` that name ``properties`` but accept others.
+
+    A JSON schema allows unknown fields unless told otherwise, while the API server rejects
+    them under ``kubectl apply --validate=strict``; a described object left open would let a
+    misspelled field through, so the loader refuses such a schema rather than fixing it up.
     """
-    if isinstance(schema, list):
-        return [strict_schema(item) for item in schema]
     if not isinstance(schema, dict):
-        return schema
-    out = {key: strict_schema(value) for key, value in schema.items() if key != "properties"}
-    if "properties" in schema:
-        out["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
-        if "additionalProperties" not in schema and not schema.get(
-            "x-kubernetes-preserve-unknown-fields"
-        ):
-            out["additionalProperties"] = False
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str) and (flags := re.search(r"\(\?[a-z]+\)", pattern)):
-        out["pattern"] = flags.group(0) + pattern[: flags.start()] + pattern[flags.end() :]
-    return out
+        return []
+    closed = any(schema.get(k) is False for k in ("additionalProperties", "unevaluatedProperties"))
+    found = [at] if "properties" in schema and not closed else []
+    for key in _DESCRIBING:
+        for name, sub in schema.get(key, {}).items():
+            found += open_objects(sub, f"{at}/{key}/{name}")
+    for key in _DESCRIBING_ONE:
+        found += open_objects(schema.get(key), f"{at}/{key}")
+    for key in _DESCRIBING_MANY:
+        for i, sub in enumerate(schema.get(key, [])):
+            found += open_objects(sub, f"{at}/{key}/{i}")
+    return found
 
 
 @functools.cache
 def custom_schema(path: Path) -> Obj:
-    return strict_schema(json.loads(path.read_text()))
+    """A schema from tests/schemas, checked once against its metaschema and for strictness."""
+    schema = json.loads(path.read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    if unclosed := open_objects(schema):
+        raise ValueError(f"{path.name}: additionalProperties is not false at {unclosed}")
+    return schema
 
 
 def validate(obj: Obj, version: str = KUBERNETES_VERSION) -> str | None:

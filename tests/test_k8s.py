@@ -155,7 +155,7 @@ def test_every_object_validates_strictly(tree, obj):
     failure = reason = None
     try:
         reason = manifests.validate(obj)
-    except manifests.kubernetes_validate.ValidationError as exc:
+    except manifests.jsonschema.ValidationError as exc:  # also our custom resource schemas
         at = ".".join(str(part) for part in exc.path)
         failure = f"{tree}:{ident(obj)}: {at}: {exc.message}"
     except manifests.kubernetes_validate.SchemaNotFoundError as exc:
