@@ -70,10 +70,12 @@ DNS = {(53, "UDP"), (53, "TCP")}
 POSTGRES = {(5432, "TCP")}
 HTTPS = {(443, "TCP")}
 FAKES = {(9101, "TCP"), (9102, "TCP")}
+OTLP = {(4317, "TCP"), (4318, "TCP")}
+PUSHGATEWAY = {(9091, "TCP")}
 EGRESS = {
-    "top-coins-api": DNS | POSTGRES,
-    "top-coins-ranks": DNS | POSTGRES | HTTPS,
-    "top-coins-prices": DNS | POSTGRES | HTTPS,
+    "top-coins-api": DNS | POSTGRES | OTLP,
+    "top-coins-ranks": DNS | POSTGRES | HTTPS | OTLP | PUSHGATEWAY,
+    "top-coins-prices": DNS | POSTGRES | HTTPS | OTLP | PUSHGATEWAY,
     "top-coins-migrate": DNS | POSTGRES,
     "top-coins-postgres": set(),
     "fake-providers": set(),
