@@ -28,7 +28,9 @@ def cpu_limit() -> int:
     return os.cpu_count() or 1
 
 
-# Workers count requests in files here, summed at /metrics; set before any worker starts.
+# Workers count requests in files here, summed at /metrics.  prometheus_client picks its
+# multiprocess mode when first imported, which happens in the master as soon as gunicorn loads
+# logger_class below (it imports the api package): so the variable is set here, at load time.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="top-coins-metrics-")
 

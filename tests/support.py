@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -141,3 +143,13 @@ class Gunicorn:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text()
+
+
+def gunicorn_setting(name: str) -> object:
+    """A value from gunicorn.conf.py, whose loading sets process environment: restore it."""
+    saved = dict(os.environ)
+    try:
+        return runpy.run_path(str(ROOT / "gunicorn.conf.py"))[name]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

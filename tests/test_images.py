@@ -16,7 +16,6 @@ import json
 import os
 import posixpath
 import re
-import runpy
 import shlex
 import shutil
 import signal
@@ -33,7 +32,7 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 
 from tests.dockerfile import Copy, Dockerfile, DockerIgnore, Stage
-from tests.support import ROOT, free_port, wait_for
+from tests.support import ROOT, free_port, gunicorn_setting, wait_for
 from topcoins import __version__
 from topcoins.build import schema_head
 from topcoins.settings import database_url
@@ -364,7 +363,7 @@ def test_build_context_holds_only_what_the_images_copy() -> None:
 def test_api_image_serves_and_stops_within_the_graceful_timeout(
     api_image: Image, db_url: str
 ) -> None:
-    graceful = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+    graceful = gunicorn_setting("graceful_timeout")
     port = free_port()
     env = {**api_image.env, "PORT": str(port), "DATABASE_URL": db_url, "WEB_CONCURRENCY": "2"}
     base = f"http://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ rendered, as a local process from the repository root (standing in for the image
 from __future__ import annotations
 
 import os
-import runpy
 import shutil
 import signal
 import socket
@@ -30,7 +29,7 @@ from sqlalchemy import create_engine, text
 from tests import manifests
 from tests.dockerfile import Dockerfile
 from tests.manifests import ImageDefaults, Obj, find, ident, of_kind, render, workloads
-from tests.support import CMC_KEY, ROOT, wait_for
+from tests.support import CMC_KEY, ROOT, gunicorn_setting, wait_for
 from topcoins.build import schema_head
 from topcoins.settings import database_url
 
@@ -277,7 +276,7 @@ def test_api_rolls_out_safely_and_probes_the_right_paths(tree, monkeypatch):
     # gunicorn.conf.py's own default, as the container (which does not override it) gets it.
     monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
     assert "GUNICORN_GRACEFUL_TIMEOUT" not in env
-    graceful = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["graceful_timeout"]
+    graceful = gunicorn_setting("graceful_timeout")
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert spec["terminationGracePeriodSeconds"] > graceful + pre_stop > graceful
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
