@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -17,8 +17,8 @@ _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 def init_app(app: Flask) -> None:
     @app.before_request
     def _take_request_id() -> None:
-        given = request.environ.get("HTTP_X_REQUEST_ID", "")
-        value = given if _ACCEPTABLE.fullmatch(given) else uuid.uuid4().hex
+        given = request.environ.get("HTTP_X_REQUEST_ID")
+        value = given if given and _ACCEPTABLE.fullmatch(given) else os.urandom(16).hex()
         g.request_id = value
         g.request_id_token = request_id.set(value)
 

@@ -24,6 +24,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--access-log", action="store_true", help="keep gunicorn's JSON access log on (both apps)"
+    )
     args = parser.parse_args()
 
     with filled_database() as url, tempfile.NamedTemporaryFile(suffix=".json") as body_file:
@@ -39,7 +42,7 @@ def main() -> None:
                 ("baseline", "bench.minimal_app:app", baseline_env),
                 ("api", "api:create_app()", env),
             ):
-                with gunicorn(app, app_env) as base:
+                with gunicorn(app, app_env, access_log=args.access_log) as base:
                     served = requests.get(base + PATH, timeout=5).content
                     assert served == body, f"{name} served different bytes"
                     wrk(base + PATH, 1, args.connections)  # warm-up

@@ -59,7 +59,9 @@ def filled_database(name: str = "topcoins_bench") -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, env: dict[str, str], workers: int = 2) -> Iterator[str]:
+def gunicorn(
+    app: str, env: dict[str, str], workers: int = 2, access_log: bool = False
+) -> Iterator[str]:
     """gunicorn with the repository's config file; only the app differs between runs."""
     port = free_port()
     process = subprocess.Popen(
@@ -70,7 +72,7 @@ def gunicorn(app: str, env: dict[str, str], workers: int = 2) -> Iterator[str]:
             **env,
             "BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": str(workers),
-            "GUNICORN_ACCESS_LOG": "",
+            "GUNICORN_ACCESS_LOG": "-" if access_log else "",
             "LOG_LEVEL": "WARNING",
         },
         stdout=subprocess.DEVNULL,

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fakeproviders import Fault
+from tests.support import RecordingServer
 
 
-class Pushgateway:
-    """A loopback stand-in that records what is pushed, as the real one receives it."""
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, str, str]] = []
-        pushes = self.pushes
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                pushes.append((self.command, self.path, self.rfile.read(length).decode()))
-                self.send_response(200)
-                self.end_headers()
-
-            do_POST = do_PUT = _record
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
+class Pushgateway(RecordingServer):
     def samples(self, index: int = -1) -> dict[str, float]:
-        body = self.pushes[index][2]
+        body = self.requests[index][2].decode()
         return {
             sample.name + "".join(f"{{{k}={v}}}" for k, v in sample.labels.items()): sample.value
             for family in text_string_to_metric_families(body)
@@ -48,17 +25,17 @@ class Pushgateway:
 def pushgateway() -> Iterator[Pushgateway]:
     gateway = Pushgateway()
     yield gateway
-    gateway.server.shutdown()
+    gateway.stop()
 
 
 def test_nothing_is_pushed_without_pushgateway_url(scrape, pushgateway):
     assert scrape("ranks") == 0
-    assert pushgateway.pushes == []
+    assert pushgateway.requests == []
 
 
 def test_a_successful_run_pushes_its_metrics_grouped_by_source(scrape, pushgateway):
     assert scrape("ranks", PUSHGATEWAY_URL=pushgateway.url) == 0
-    [(method, path, _)] = pushgateway.pushes
+    [(method, path, _)] = pushgateway.requests
     assert (method, path) == ("POST", "/metrics/job/top_coins_scraper/source/cryptocompare")
     samples = pushgateway.samples()
     assert samples["top_coins_scrape_items"] == 200
