@@ -1,36 +1,50 @@
-"""``X-Request-ID``: kept from the caller (or made up), returned, and put in every log line."""
+"""``X-Request-ID``: kept from the caller (or made up), returned, and put in every log line.
+
+A WSGI middleware rather than Flask hooks: it costs a fraction of three hook calls per
+request, and it also covers responses Flask's hooks never see.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask
 
 from topcoins.logging import request_id
 
 HEADER = "X-Request-ID"
+ENVIRON_KEY = "topcoins.request_id"
 # Anything else (too long, spaces, control characters) is replaced, never logged as given.
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | None
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        given = environ.get("HTTP_X_REQUEST_ID")
+        value = given if given and _ACCEPTABLE.fullmatch(given) else os.urandom(16).hex()
+        environ[ENVIRON_KEY] = value
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None) -> Any:
+            headers.append((HEADER, value))
+            return start_response(status, headers, exc_info)
+
+        token = request_id.set(value)
+        try:
+            return self.app(environ, start)
+        finally:
+            request_id.reset(token)
+
 
 def init_app(app: Flask) -> None:
-    @app.before_request
-    def _take_request_id() -> None:
-        given = request.environ.get("HTTP_X_REQUEST_ID")
-        value = given if given and _ACCEPTABLE.fullmatch(given) else os.urandom(16).hex()
-        g.request_id = value
-        g.request_id_token = request_id.set(value)
-
-    @app.after_request
-    def _return_request_id(response: Response) -> Response:
-        value = g.get("request_id")
-        if value is not None:
-            response.headers[HEADER] = value
-        return response
-
-    @app.teardown_request
-    def _forget_request_id(_: BaseException | None) -> None:
-        token = g.pop("request_id_token", None)
-        if token is not None:
-            request_id.reset(token)
+    app.wsgi_app = RequestIdMiddleware(app.wsgi_app)  # type: ignore[method-assign]
