@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from api import create_app
 from devtools.postgres import drop_database
-from tests.support import Store, alembic_config, wait_for
+from tests.support import Store, alembic_config, recorded_statements, wait_for
 from topcoins.build import schema_head
 from topcoins.db import make_engine
 from topcoins.settings import ApiSettings, database_url
@@ -260,16 +260,10 @@ def test_responses_never_query_the_database_per_request(app, client, two_coins):
     client.get("/")
     app.extensions["toplist"].stop()
     time.sleep(0.1)
-    statements: list[str] = []
-    engine = app.extensions["engine"]
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
+    with recorded_statements(app.extensions["engine"]) as statements:
         for limit in (1, 2, 3, 200):
             for fmt in ("json", "csv"):
                 assert client.get(f"/?limit={limit}&format={fmt}").status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
     assert statements == []
 
 

@@ -8,11 +8,12 @@ import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import create_app
 from fakeproviders import Fault
+from tests.support import recorded_statements
 from topcoins.models import ScrapeRun
 from topcoins.settings import ApiSettings
 
@@ -127,20 +128,11 @@ def test_one_query_per_metrics_scrape_and_none_per_request(app, client, scraped)
     client.get("/")
     app.extensions["toplist"].stop()
     time.sleep(0.1)
-    statements: list[str] = []
-    engine = app.extensions["engine"]
-
-    def record(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(app.extensions["engine"]) as statements:
         for _ in range(20):
             client.get("/?limit=10")
         assert statements == []
         client.get("/metrics")
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert [s for s in statements if "scrape_runs" in s] == [statements[-1]]
     assert len(statements) == 2  # the statement timeout, then the one query
 
