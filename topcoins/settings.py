@@ -109,10 +109,16 @@ class HttpSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
         return cls(
-            timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
-            retries=_integer(env, "HTTP_RETRIES", 3, minimum=0, maximum=10),
-            backoff_seconds=_number(env, "HTTP_BACKOFF_SECONDS", 1.0, minimum=0, maximum=60),
-            deadline_seconds=_number(env, "SCRAPE_DEADLINE_SECONDS", 60.0, minimum=1, maximum=3600),
+            timeout_seconds=_number(
+                env, "HTTP_TIMEOUT_SECONDS", cls.timeout_seconds, minimum=0.1, maximum=300
+            ),
+            retries=_integer(env, "HTTP_RETRIES", cls.retries, minimum=0, maximum=10),
+            backoff_seconds=_number(
+                env, "HTTP_BACKOFF_SECONDS", cls.backoff_seconds, minimum=0, maximum=60
+            ),
+            deadline_seconds=_number(
+                env, "SCRAPE_DEADLINE_SECONDS", cls.deadline_seconds, minimum=1, maximum=3600
+            ),
         )
 
 
@@ -180,12 +186,12 @@ class ApiSettings:
         return cls(
             database_url=database_url(env),
             stale_after_seconds=_number(
-                env, "STALE_AFTER_SECONDS", 900.0, minimum=1, maximum=30 * 86400
+                env, "STALE_AFTER_SECONDS", cls.stale_after_seconds, minimum=1, maximum=30 * 86400
             ),
             refresh_interval_seconds=_number(
-                env, "API_REFRESH_SECONDS", 1.0, minimum=0.05, maximum=60
+                env, "API_REFRESH_SECONDS", cls.refresh_interval_seconds, minimum=0.05, maximum=60
             ),
-            max_limit=_integer(env, "API_MAX_LIMIT", 5000, minimum=1, maximum=100_000),
+            max_limit=_integer(env, "API_MAX_LIMIT", cls.max_limit, minimum=1, maximum=100_000),
             metrics_multiprocess=bool(_text(env, "PROMETHEUS_MULTIPROC_DIR")),
             tracing=exports_traces(env),
         )
