@@ -17,7 +17,6 @@ from flask import Flask
 from topcoins.logging import request_id
 
 HEADER = "X-Request-ID"
-ENVIRON_KEY = "topcoins.request_id"
 # Anything else (too long, spaces, control characters) is replaced, never logged as given.
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
@@ -33,7 +32,6 @@ class RequestIdMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         given = environ.get("HTTP_X_REQUEST_ID")
         value = given if given and _ACCEPTABLE.fullmatch(given) else new_request_id()
-        environ[ENVIRON_KEY] = value
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None) -> Any:
             headers.append((HEADER, value))

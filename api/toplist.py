@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -56,7 +56,6 @@ class Rendered:
     """A complete response for one (limit, format): body and headers, built once."""
 
     body: bytes
-    etag: str
     headers: tuple[tuple[str, str], ...]
 
 
@@ -72,10 +71,6 @@ class TopList:
     ranking_stale: bool = False
     prices_stale: bool = False
     _rendered: dict[tuple[int, str], Rendered] = field(default_factory=dict, repr=False)
-
-    @property
-    def key(self) -> tuple[int, int, bool, bool]:
-        return (self.ranking_run_id, self.price_run_id, self.ranking_stale, self.prices_stale)
 
     @property
     def last_modified(self) -> datetime:
@@ -96,7 +91,7 @@ class TopList:
                 ("Cache-Control", "no-cache"),
                 ("Vary", "Accept"),
             )
-            cached = self._rendered.setdefault((limit, fmt), Rendered(body, tag, headers))
+            cached = self._rendered.setdefault((limit, fmt), Rendered(body, headers))
         return cached
 
     def _json(self, limit: int) -> bytes:
@@ -270,12 +265,5 @@ class TopListCache:
         prices_stale = now - top.priced_at.timestamp() > self.stale_after
         if (ranking_stale, prices_stale) == (top.ranking_stale, top.prices_stale):
             return top
-        return TopList(
-            top.coins,
-            top.ranking_run_id,
-            top.ranked_at,
-            top.price_run_id,
-            top.priced_at,
-            ranking_stale,
-            prices_stale,
-        )
+        # Stale flags are in the bodies and ETags, so the copy starts with no rendered bodies.
+        return replace(top, ranking_stale=ranking_stale, prices_stale=prices_stale, _rendered={})

@@ -1,10 +1,9 @@
-"""Engine and session factory; callers own their sessions and transactions."""
+"""The engine factory; callers own their sessions and transactions."""
 
 from __future__ import annotations
 
 import sqlalchemy
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from topcoins.tracing import instrument_libraries
 
@@ -21,7 +20,3 @@ def make_engine(url: str, *, application_name: str, pool_size: int = 2) -> Engin
         pool_recycle=1800,
         connect_args={"application_name": application_name, "connect_timeout": 5},
     )
-
-
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
