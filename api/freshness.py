@@ -15,34 +15,60 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, Row, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from topcoins.models import Source
-
 log = logging.getLogger("api.freshness")
 
+# One row per kind of run: the served snapshot, the failures since, and how often runs
+# succeed (the median gap between the last seven successes, which staleness is measured
+# against whatever the schedule or the provider).  Each row also carries the totals:
+# CoinMarketCap's credits as the last run that read /v1/key/info saw them, what every
+# run of the last day spent, and the coins served without a price or without an id.
 FRESHNESS_SQL = text(
     """
-    WITH sources(source) AS (VALUES ('cryptocompare'), ('coinmarketcap')),
-    last_success AS (
-        SELECT DISTINCT ON (source) source, id, finished_at, item_count, credit_count
-        FROM scrape_runs WHERE status = 'succeeded'
-        ORDER BY source, id DESC
-    )
+    WITH kinds(kind) AS (VALUES ('ranking'), ('prices'))
     SELECT
-        s.source,
+        k.kind,
+        l.source,
+        l.measure,
         extract(epoch FROM l.finished_at) AS last_success,
         extract(epoch FROM now()) AS now,
         l.item_count,
-        l.credit_count,
         (SELECT count(*) FROM scrape_runs f
-         WHERE f.source = s.source AND f.status = 'failed') AS failed_runs,
+         WHERE f.kind = k.kind AND f.status = 'failed') AS failed_runs,
         (SELECT count(*) FROM scrape_runs f
-         WHERE f.source = s.source AND f.status = 'failed'
+         WHERE f.kind = k.kind AND f.status = 'failed'
            AND f.id > coalesce(l.id, 0)) AS consecutive_failures,
-        (SELECT coalesce(sum(c.credit_count), 0) FROM scrape_runs c
-         WHERE c.source = s.source AND c.finished_at > now() - interval '1 day') AS credits_24h,
-        (SELECT count(*) FROM top_coins WHERE price_usd IS NULL) AS unpriced
-    FROM sources s LEFT JOIN last_success l USING (source)
-    ORDER BY s.source
+        (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY g.gap) FROM (
+            SELECT extract(epoch FROM s.finished_at - lag(s.finished_at) OVER (ORDER BY s.id))
+                AS gap
+            FROM (
+                SELECT id, finished_at FROM scrape_runs
+                WHERE kind = k.kind AND status = 'succeeded'
+                ORDER BY id DESC LIMIT 7
+            ) s
+        ) g) AS interval,
+        totals.*
+    FROM kinds k
+    LEFT JOIN latest_runs l USING (kind)
+    CROSS JOIN (
+        SELECT
+            (SELECT credit_count FROM latest_runs WHERE kind = 'prices') AS credits_last_run,
+            (SELECT coalesce(sum(credit_count), 0) FROM scrape_runs
+             WHERE finished_at > now() - interval '1 day') AS credits_24h,
+            u.credit_limit_monthly,
+            u.credits_left_monthly,
+            extract(epoch FROM u.credits_reset_at) AS credits_reset_at,
+            (SELECT count(*) FROM top_coins WHERE price_usd IS NULL) AS unpriced,
+            (SELECT count(*) FROM top_coins
+             WHERE match IS NULL OR match = 'ticker') AS unresolved
+        FROM (SELECT 1) one
+        LEFT JOIN LATERAL (
+            SELECT credit_limit_monthly, credits_left_monthly, credits_reset_at
+            FROM scrape_runs
+            WHERE credits_left_monthly IS NOT NULL OR credit_limit_monthly IS NOT NULL
+            ORDER BY id DESC LIMIT 1
+        ) u ON true
+    ) totals
+    ORDER BY k.kind
     """
 )
 
@@ -74,7 +100,8 @@ class FreshnessCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from _families(rows)
+        yield from _per_kind(rows)
+        yield from _totals(rows[0])
 
     def _query(self) -> list[Row]:
         with self.engine.connect() as connection:
@@ -82,46 +109,90 @@ class FreshnessCollector(Collector):
             return list(connection.execute(FRESHNESS_SQL))
 
 
-def _families(rows: list[Row]) -> Iterator[Metric]:
+def _per_kind(rows: list[Row]) -> Iterator[Metric]:
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=["source"])
+        return GaugeMetricFamily(name, doc, labels=["kind"])
 
-    last = gauge("top_coins_last_success_timestamp_seconds", "End of the last successful scrape")
-    age = gauge("top_coins_data_age_seconds", "Seconds since the last successful scrape")
-    items = gauge("top_coins_snapshot_items", "Rows in the current snapshot")
-    failed = gauge("top_coins_scrape_failed_runs", "Failed runs kept in the history")
-    streak = gauge(
-        "top_coins_scrape_consecutive_failures", "Failed runs since the last successful one"
-    )
-    per_source: list[tuple[GaugeMetricFamily, Callable[..., float | None]]] = [
-        (last, lambda r: r.last_success),
-        (age, lambda r: None if r.last_success is None else float(r.now - r.last_success)),
-        (items, lambda r: r.item_count),
-        (failed, lambda r: r.failed_runs),
-        (streak, lambda r: r.consecutive_failures),
+    per_kind: list[tuple[GaugeMetricFamily, Callable[..., float | None]]] = [
+        (
+            gauge("top_coins_last_success_timestamp_seconds", "End of the last successful run"),
+            lambda r: r.last_success,
+        ),
+        (
+            gauge("top_coins_data_age_seconds", "Seconds since the last successful run"),
+            lambda r: None if r.last_success is None else float(r.now - r.last_success),
+        ),
+        (gauge("top_coins_snapshot_items", "Rows in the served snapshot"), lambda r: r.item_count),
+        (
+            gauge("top_coins_scrape_failed_runs", "Failed runs kept in the history"),
+            lambda r: r.failed_runs,
+        ),
+        (
+            gauge(
+                "top_coins_scrape_consecutive_failures", "Failed runs since the last successful one"
+            ),
+            lambda r: r.consecutive_failures,
+        ),
+        (
+            gauge(
+                "top_coins_scrape_interval_seconds",
+                "Median time between the last seven successful runs: the schedule as it runs",
+            ),
+            lambda r: r.interval,
+        ),
     ]
+    info = GaugeMetricFamily(
+        "top_coins_snapshot_info",
+        "The provider and measure of the served snapshot of each kind",
+        labels=["kind", "source", "measure"],
+    )
     for row in rows:
-        for family, value in per_source:
+        for family, value in per_kind:
             number = value(row)
             if number is not None:
-                family.add_metric([row.source], float(number))
-    yield from (family for family, _ in per_source)
+                family.add_metric([row.kind], float(number))
+        if row.source is not None:
+            info.add_metric([row.kind, row.source, row.measure or ""], 1)
+    yield from (family for family, _ in per_kind)
+    yield info
 
-    prices = next((r for r in rows if r.source == Source.COINMARKETCAP.value), None)
-    credits_last = GaugeMetricFamily(
-        "top_coins_coinmarketcap_credits_last_run",
-        "CoinMarketCap credits spent by the last successful price scrape",
-    )
-    credits_day = GaugeMetricFamily(
-        "top_coins_coinmarketcap_credits_24h", "CoinMarketCap credits spent in the last 24 hours"
-    )
-    if prices is not None:
-        if prices.credit_count is not None:
-            credits_last.add_metric([], prices.credit_count)
-        credits_day.add_metric([], float(prices.credits_24h))
-    yield credits_last
-    yield credits_day
-    unpriced = GaugeMetricFamily("top_coins_unpriced_coins", "Ranked coins served without a price")
-    if rows:
-        unpriced.add_metric([], rows[0].unpriced)
-    yield unpriced
+
+def _totals(row: Row) -> Iterator[Metric]:
+    gauges = [
+        (
+            "top_coins_coinmarketcap_credits_last_run",
+            "CoinMarketCap credits spent by the last successful price scrape",
+            row.credits_last_run,
+        ),
+        (
+            "top_coins_coinmarketcap_credits_24h",
+            "CoinMarketCap credits spent by all runs of the last 24 hours",
+            row.credits_24h,
+        ),
+        (
+            "top_coins_coinmarketcap_credit_limit_monthly",
+            "The CoinMarketCap plan's monthly credits, as /v1/key/info last said",
+            row.credit_limit_monthly,
+        ),
+        (
+            "top_coins_coinmarketcap_credits_left_monthly",
+            "CoinMarketCap credits left this month, as /v1/key/info last said",
+            row.credits_left_monthly,
+        ),
+        (
+            "top_coins_coinmarketcap_credits_reset_timestamp_seconds",
+            "When CoinMarketCap's monthly credits reset",
+            row.credits_reset_at,
+        ),
+        ("top_coins_unpriced_coins", "Ranked coins served without a price", row.unpriced),
+        (
+            "top_coins_unresolved_coins",
+            "Ranked coins without a CoinMarketCap id (priced by ticker, if at all)",
+            row.unresolved,
+        ),
+    ]
+    for name, doc, value in gauges:
+        family = GaugeMetricFamily(name, doc)
+        if value is not None:
+            family.add_metric([], float(value))
+        yield family

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.http import http_date, quote_etag
 
-from topcoins.models import RunStatus, ScrapeRun, Source, top_coins
+from topcoins.models import RunKind, Source, latest_runs, top_coins
 
 log = logging.getLogger("api.toplist")
 
@@ -65,6 +65,8 @@ class TopList:
 
     coins: tuple[Coin, ...]
     ranking_run_id: int
+    ranking_source: str
+    ranking_measure: str | None
     ranked_at: datetime
     price_run_id: int
     priced_at: datetime
@@ -111,7 +113,8 @@ class TopList:
                 "unpriced": sum(1 for c in coins if c.price_usd is None),
                 "stale": self.ranking_stale or self.prices_stale,
                 "ranking": {
-                    "source": Source.CRYPTOCOMPARE.value,
+                    "source": self.ranking_source,
+                    "measure": self.ranking_measure,
                     "run_id": self.ranking_run_id,
                     "scraped_at": _iso(self.ranked_at),
                     "stale": self.ranking_stale,
@@ -205,15 +208,12 @@ class TopListCache:
 
     def _refresh(self) -> None:
         with self.engine.connect() as connection:
-            latest = dict(
-                connection.execute(
-                    select(ScrapeRun.source, func.max(ScrapeRun.id))
-                    .where(ScrapeRun.status == RunStatus.SUCCEEDED)
-                    .group_by(ScrapeRun.source)
-                ).all()
-            )
-            ranking_id = latest.get(Source.CRYPTOCOMPARE.value)
-            price_id = latest.get(Source.COINMARKETCAP.value)
+            latest: dict[str, int] = {
+                kind: run_id
+                for kind, run_id in connection.execute(select(latest_runs.c.kind, latest_runs.c.id))
+            }
+            ranking_id = latest.get(RunKind.RANKING.value)
+            price_id = latest.get(RunKind.PRICES.value)
             if ranking_id is None or price_id is None:
                 missing = [
                     name
@@ -254,6 +254,8 @@ class TopListCache:
         return TopList(
             coins=tuple(Coin(r.rank, r.symbol, r.name, r.price_usd) for r in rows),
             ranking_run_id=first.ranking_run_id,
+            ranking_source=first.ranking_source,
+            ranking_measure=first.ranking_measure,
             ranked_at=first.ranked_at,
             price_run_id=first.price_run_id,
             priced_at=first.priced_at,

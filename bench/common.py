@@ -41,12 +41,13 @@ def filled_database(name: str = "topcoins_bench") -> Iterator[str]:
     config.attributes["database_url"] = database_url({"DATABASE_URL": url})
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
-    with FakeProviders(coinmarketcap_key="bench") as fake:
+    with FakeProviders(coindesk_key="bench", coinmarketcap_key="bench") as fake:
         env = {
             "DATABASE_URL": url,
+            "COINDESK_API_KEY": "bench",
+            "COINDESK_BASE_URL": fake.coindesk_url,
             "COINMARKETCAP_API_KEY": "bench",
             "COINMARKETCAP_BASE_URL": fake.coinmarketcap_url,
-            "CRYPTOCOMPARE_BASE_URL": fake.cryptocompare_url,
             "LOG_LEVEL": "WARNING",
         }
         for job in ("ranks", "prices"):

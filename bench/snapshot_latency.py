@@ -15,31 +15,32 @@ import time
 from datetime import UTC, datetime
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.common import filled_database, gunicorn
-from scrapers.snapshots import Snapshot, write_snapshot
+from scrapers.snapshots import RunRecord, Snapshot, write_snapshot
 from topcoins.db import make_engine
-from topcoins.models import RankingEntry, RunStatus, ScrapeRun, Source
+from topcoins.models import RankingEntry, RunKind, Source, latest_runs
 from topcoins.settings import database_url
 
 
 def commit_copy_of_latest_ranking(session: Session) -> int:
-    latest = session.scalar(
-        select(func.max(ScrapeRun.id)).where(
-            ScrapeRun.source == Source.CRYPTOCOMPARE, ScrapeRun.status == RunStatus.SUCCEEDED
-        )
-    )
+    latest = session.scalar(select(latest_runs.c.id).where(latest_runs.c.kind == RunKind.RANKING))
     rows = [
-        {"rank": e.rank, "symbol": e.symbol, "name": e.name}
+        {
+            "rank": e.rank,
+            "symbol": e.symbol,
+            "name": e.name,
+            "cmc_id": e.cmc_id,
+            "resolved_by": e.resolved_by,
+        }
         for e in session.scalars(select(RankingEntry).where(RankingEntry.run_id == latest))
     ]
     session.rollback()
+    record = RunRecord(RunKind.RANKING, Source.COINDESK, datetime.now(UTC))
     with session.begin():
-        run = write_snapshot(
-            session, Source.CRYPTOCOMPARE, datetime.now(UTC), Snapshot(RankingEntry, rows)
-        )
+        run = write_snapshot(session, record, Snapshot(RankingEntry, rows))
     return run.id
 
 

@@ -1,6 +1,6 @@
-"""``python -m fakeproviders``: both fake providers for ``bin/local`` when no real key is set.
+"""``python -m fakeproviders``: the three fake providers for ``bin/local`` when no real key is set.
 
-The two ``*_BASE_URL=`` lines on stdout are the interface for scripts; logs go to stderr.
+The three ``*_BASE_URL=`` lines on stdout are the interface for scripts; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import FrameType
 
 from fakeproviders.server import FakeProviders
 
-DEFAULT_COINMARKETCAP_KEY = "fake-key"
+DEFAULT_KEY = "fake-key"
 
 
 def _port(text: str) -> int:
@@ -30,20 +30,26 @@ def _port(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fakeproviders",
-        description="Serve fake CryptoCompare and CoinMarketCap APIs on loopback.",
+        description="Serve fake CoinDesk Data, CryptoCompare and CoinMarketCap APIs on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--coindesk-port", type=_port, default=9103, help="0 picks a free one")
     parser.add_argument("--cryptocompare-port", type=_port, default=9101, help="0 picks a free one")
     parser.add_argument("--coinmarketcap-port", type=_port, default=9102, help="0 picks a free one")
     parser.add_argument(
-        "--coinmarketcap-key",
-        default=DEFAULT_COINMARKETCAP_KEY,
-        help=f"value required in X-CMC_PRO_API_KEY (default {DEFAULT_COINMARKETCAP_KEY!r})",
+        "--coindesk-key",
+        default=DEFAULT_KEY,
+        help=f"value required in 'Authorization: Apikey <key>' (default {DEFAULT_KEY!r})",
     )
     parser.add_argument(
         "--cryptocompare-key",
-        default=None,
-        help="if set, require 'Authorization: Apikey <key>' (default: no key needed)",
+        default=DEFAULT_KEY,
+        help=f"value required in 'Authorization: Apikey <key>' (default {DEFAULT_KEY!r})",
+    )
+    parser.add_argument(
+        "--coinmarketcap-key",
+        default=DEFAULT_KEY,
+        help=f"value required in X-CMC_PRO_API_KEY (default {DEFAULT_KEY!r})",
     )
     parser.add_argument(
         "--no-drift", action="store_true", help="keep prices and ranking still between requests"
@@ -66,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     providers = FakeProviders(
-        coinmarketcap_key=args.coinmarketcap_key,
+        coindesk_key=args.coindesk_key,
         cryptocompare_key=args.cryptocompare_key,
+        coinmarketcap_key=args.coinmarketcap_key,
         host=args.host,
+        coindesk_port=args.coindesk_port,
         cryptocompare_port=args.cryptocompare_port,
         coinmarketcap_port=args.coinmarketcap_port,
         drift=not args.no_drift,
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         parser.exit(1, f"fakeproviders: {exc}\n")
     try:
+        sys.stdout.write(f"COINDESK_BASE_URL={providers.coindesk_url}\n")
         sys.stdout.write(f"CRYPTOCOMPARE_BASE_URL={providers.cryptocompare_url}\n")
         sys.stdout.write(f"COINMARKETCAP_BASE_URL={providers.coinmarketcap_url}\n")
         sys.stdout.flush()

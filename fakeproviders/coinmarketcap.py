@@ -1,15 +1,21 @@
-"""Fake CoinMarketCap Pro API: listings and v2 quotes with the real payload and error shapes.
+"""Fake CoinMarketCap Pro API: listings, v2 quotes, the id map and key info, with the real
+payload and error shapes, and an account ledger that bills credits and enforces the plan.
 
-Only ``id``, ``name``, ``symbol``, ``slug``, ``cmc_rank`` and ``quote.USD.price`` come from the
-market; the other fields are derived deterministically from the asset id so payloads carry the
-full field set of the recorded listings page.
+Only ``id``, ``name``, ``symbol``, ``slug``, ``cmc_rank``, ``quote.USD.price`` and (when the
+market sets it) ``quote.USD.volume_24h`` come from the market; the other fields are derived
+deterministically from the asset id so payloads carry the full field set of the recorded
+listings page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,9 +30,44 @@ API_KEY_HEADER = "X-CMC_PRO_API_KEY"
 RAW_HEADERS_ENVIRON_KEY = "fakeproviders.raw_headers"
 LISTINGS_PATH = "/v1/cryptocurrency/listings/latest"
 QUOTES_PATH = "/v2/cryptocurrency/quotes/latest"
+MAP_PATH = "/v1/cryptocurrency/map"
+KEY_INFO_PATH = "/v1/key/info"
+BILLED_PATHS = frozenset({LISTINGS_PATH, QUOTES_PATH, MAP_PATH})
 MAX_LIMIT, DEFAULT_LIMIT = 5000, 100
-LISTING_ASSETS_PER_CREDIT, QUOTE_ASSETS_PER_CREDIT = 200, 100
+LISTING_ASSETS_PER_CREDIT, QUOTE_ASSETS_PER_CREDIT, MAP_CREDITS = 200, 100, 1
+LISTING_SORTS = (
+    "market_cap",
+    "volume_24h",
+    "price",
+    "percent_change_24h",
+    "name",
+    "symbol",
+    "date_added",
+)
+SORT_DIRECTIONS = ("desc", "asc")
+CRYPTOCURRENCY_TYPES = ("all", "coins", "tokens")
+LISTING_STATUSES = ("active", "inactive", "untracked")
+MAP_SORTS = ("id", "cmc_rank")
 SHORT_LENGTH = 3
+
+ERRORS: dict[int, tuple[int, str]] = {
+    1001: (401, "This API Key is invalid."),
+    1002: (401, "API key missing."),
+    1008: (
+        429,
+        "You've exceeded your API Key's HTTP request rate limit. Rate limits reset every minute.",
+    ),
+    1009: (
+        429,
+        "You've exceeded your API Key's daily credit limit. Daily credits reset at 12am UTC.",
+    ),
+    1010: (
+        429,
+        "You've exceeded your API Key's monthly credit limit. Upgrade your plan or wait for "
+        "the monthly reset.",
+    ),
+    1011: (429, "You've hit an IP rate limit. Please slow down your requests."),
+}
 
 _TAGS = [
     ("mineable", "Mineable", "OTHERS"),
@@ -42,39 +83,228 @@ _TAGS = [
 ]
 _ETHEREUM = {"id": 1027, "name": "Ethereum", "symbol": "ETH", "slug": "ethereum"}
 _TOTAL_MARKET_CAP = 3.2e12
+_RANK_JITTER = 0.5
 
 
-def create_app(market: Market, *, api_key: str, drift_rng: random.Random | None = None) -> Flask:
+def _next_month(moment: datetime) -> datetime:
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def _next_day(moment: datetime) -> datetime:
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CoinMarketCapAccount:
+    """The key's plan and usage, so a scraper's spending and its reaction to limits can be tested.
+
+    Shared with the request threads, which go through the locked methods. Per-minute refusals
+    (1008) only happen with ``enforce_rate_limit_minute``: the test-suite makes far more than
+    ``rate_limit_minute`` calls a minute.
+    """
+
+    credit_limit_monthly: int = 10_000
+    credit_limit_daily: int | None = None
+    rate_limit_minute: int = 30
+    credits_used_month: int = 0
+    credits_used_day: int = 0
+    month_reset_at: datetime = field(default_factory=lambda: _next_month(_now()))
+    day_reset_at: datetime = field(default_factory=lambda: _next_day(_now()))
+    requests_this_minute: int = 0
+    minute_started_at: datetime = field(default_factory=lambda: _minute(_now()))
+    enforce_rate_limit_minute: bool = False
+    lock: threading.RLock = field(
+        default_factory=threading.RLock, repr=False, compare=False, init=False
+    )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CoinMarketCapAccount:
+        with self.lock:
+            return dataclasses.replace(self)
+
+    def restore(self, other: CoinMarketCapAccount) -> None:
+        """Copies ``other`` into this object so references held by tests stay valid."""
+        with self.lock:
+            for item in dataclasses.fields(self):
+                if item.init:
+                    setattr(self, item.name, getattr(other, item.name))
+
+    def admit(self, now: datetime, *, billed: bool) -> int | None:
+        """Counts the request; for a billed one, the error code refusing it, if any."""
+        with self.lock:
+            self._roll(now)
+            refusal = self._refusal() if billed else None
+            self.requests_this_minute += 1
+            return refusal
+
+    def bill(self, credits: int, now: datetime) -> None:
+        with self.lock:
+            self._roll(now)
+            self.credits_used_month += credits
+            self.credits_used_day += credits
+
+    def key_info(self, now: datetime) -> dict[str, Any]:
+        with self.lock:
+            self._roll(now)
+            daily, monthly = self.credit_limit_daily, self.credit_limit_monthly
+            return {
+                "plan": {
+                    "credit_limit_daily": daily,
+                    "credit_limit_daily_reset": _reset_in(self.day_reset_at - now, days=False),
+                    "credit_limit_daily_reset_timestamp": timestamp(self.day_reset_at),
+                    "credit_limit_monthly": monthly,
+                    "credit_limit_monthly_reset": _reset_in(self.month_reset_at - now, days=True),
+                    "credit_limit_monthly_reset_timestamp": timestamp(self.month_reset_at),
+                    "rate_limit_minute": self.rate_limit_minute,
+                },
+                "usage": {
+                    "current_minute": {
+                        "requests_made": self.requests_this_minute,
+                        "requests_left": max(0, self.rate_limit_minute - self.requests_this_minute),
+                    },
+                    "current_day": {
+                        "credits_used": self.credits_used_day,
+                        "credits_left": (
+                            None if daily is None else max(0, daily - self.credits_used_day)
+                        ),
+                    },
+                    "current_month": {
+                        "credits_used": self.credits_used_month,
+                        "credits_left": max(0, monthly - self.credits_used_month),
+                    },
+                },
+            }
+
+    def _refusal(self) -> int | None:
+        if self.credits_used_month >= self.credit_limit_monthly:
+            return 1010
+        if self.credit_limit_daily is not None and self.credits_used_day >= self.credit_limit_daily:
+            return 1009
+        if self.enforce_rate_limit_minute and self.requests_this_minute >= self.rate_limit_minute:
+            return 1008
+        return None
+
+    def _roll(self, now: datetime) -> None:
+        if now >= self.month_reset_at:
+            self.credits_used_month = 0
+            self.month_reset_at = _next_month(now)
+        if now >= self.day_reset_at:
+            self.credits_used_day = 0
+            self.day_reset_at = _next_day(now)
+        if _minute(now) != self.minute_started_at:
+            self.requests_this_minute = 0
+            self.minute_started_at = _minute(now)
+
+
+def _reset_in(delta: timedelta, *, days: bool) -> str:
+    hours, minutes = divmod(max(0, int(delta.total_seconds())) // 60, 60)
+    parts = [_count(hours, "hour"), _count(minutes, "minute")]
+    if days:
+        whole_days, hours = divmod(hours, 24)
+        parts = [_count(whole_days, "day"), _count(hours, "hour"), _count(minutes, "minute")]
+    return "In " + ", ".join(parts)
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
+
+
+def create_app(
+    market: Market,
+    *,
+    api_key: str,
+    drift_rng: random.Random | None = None,
+    account: CoinMarketCapAccount | None = None,
+) -> Flask:
     """``drift_rng`` makes every quotes/listings request move prices a little first."""
     app = Flask(__name__)
+    ledger = account if account is not None else CoinMarketCapAccount()
 
     @app.before_request
     def authenticate() -> Response | None:
         supplied = _supplied_key()
         if not supplied:
-            return error_response(401, 1002, "API key missing.")
+            return coded_error_response(1002)
         if supplied != api_key:
-            return error_response(401, 1001, "This API Key is invalid.")
-        return None
+            return coded_error_response(1001)
+        refusal = ledger.admit(_now(), billed=request.path in BILLED_PATHS)
+        return None if refusal is None else coded_error_response(refusal)
 
     @app.get(LISTINGS_PATH)
     def listings() -> Response:
         started = time.monotonic()
         start, start_problem = _positive_int("start", 1, None)
         limit, limit_problem = _positive_int("limit", DEFAULT_LIMIT, MAX_LIMIT)
-        problem = start_problem or limit_problem or _convert_problem()
+        sort, sort_problem = _one_of("sort", LISTING_SORTS)
+        sort_dir, sort_dir_problem = _one_of("sort_dir", SORT_DIRECTIONS)
+        kind, kind_problem = _one_of("cryptocurrency_type", CRYPTOCURRENCY_TYPES)
+        problem = (
+            start_problem
+            or limit_problem
+            or sort_problem
+            or sort_dir_problem
+            or kind_problem
+            or _convert_problem()
+        )
         if problem is not None:
             return error_response(400, 400, problem)
         if drift_rng is not None:
             market.drift_prices(drift_rng)
-        now = datetime.now(UTC)
+        now = _now()
         with market.lock:
-            ranked = [asset for asset in market.assets if asset.cmc_rank is not None]
-            page = ranked[start - 1 : start - 1 + limit]
-            data = [asset_payload(asset, now) for asset in page]
-            total = len(ranked)
+            listed = [
+                asset_payload(asset, now)
+                for asset in market.assets
+                if asset.status == "active" and asset.cmc_rank is not None
+            ]
+        chosen = [payload for payload in listed if _is_type(payload, kind)]
+        ordered = _sorted_listing(chosen, sort, descending=sort_dir == "desc")
+        data = ordered[start - 1 : start - 1 + limit]
         credits = _credits(len(data), LISTING_ASSETS_PER_CREDIT)
-        return json_response({"status": status(started, credits, total_count=total), "data": data})
+        ledger.bill(credits, _now())
+        return json_response(
+            {"status": status(started, credits, total_count=len(chosen)), "data": data}
+        )
+
+    @app.get(MAP_PATH)
+    def id_map() -> Response:
+        started = time.monotonic()
+        statuses, statuses_problem = _listing_statuses()
+        start, start_problem = _positive_int("start", 1, None)
+        limit: int | None = None
+        limit_problem: str | None = None
+        if request.args.get("limit", "").strip():
+            limit, limit_problem = _positive_int("limit", MAX_LIMIT, MAX_LIMIT)
+        sort, sort_problem = _one_of("sort", MAP_SORTS)
+        problem = statuses_problem or start_problem or limit_problem or sort_problem
+        if problem is not None:
+            return error_response(400, 400, problem)
+        symbols = {value.upper() for value in _split_list(request.args.get("symbol", ""))}
+        now = _now()
+        with market.lock:
+            chosen = [
+                asset
+                for asset in market.assets
+                if asset.status in statuses and (not symbols or asset.symbol.upper() in symbols)
+            ]
+            chosen.sort(key=_by_id if sort == "id" else _by_rank)
+            data = [map_payload(asset, now) for asset in chosen[start - 1 :][:limit]]
+        ledger.bill(MAP_CREDITS, _now())
+        return json_response({"status": status(started, MAP_CREDITS), "data": data})
+
+    @app.get(KEY_INFO_PATH)
+    def key_info() -> Response:
+        """Free, and answered even when the budget is spent: it is how a client finds out."""
+        started = time.monotonic()
+        return json_response({"status": status(started, 0), "data": ledger.key_info(_now())})
 
     @app.get(QUOTES_PATH)
     def quotes() -> Response:
@@ -96,7 +326,7 @@ def create_app(market: Market, *, api_key: str, drift_rng: random.Random | None 
         skip_invalid = request.args.get("skip_invalid", "true").strip().lower() != "false"
         if drift_rng is not None:
             market.drift_prices(drift_rng)
-        now = datetime.now(UTC)
+        now = _now()
         with market.lock:
             found, missing = _lookup(market.assets, kind, wanted)
             if missing and not skip_invalid:
@@ -113,6 +343,7 @@ def create_app(market: Market, *, api_key: str, drift_rng: random.Random | None 
                     data[key] = quote_payload(assets[0], now)
                 returned += len(assets)
         credits = _credits(returned, QUOTE_ASSETS_PER_CREDIT)
+        ledger.bill(credits, _now())
         return json_response({"status": status(started, credits), "data": data})
 
     @app.errorhandler(HTTPException)
@@ -188,6 +419,66 @@ def _positive_int(name: str, default: int, high: int | None) -> tuple[int, str |
     return value, None
 
 
+def _one_of(name: str, allowed: tuple[str, ...]) -> tuple[str, str | None]:
+    """The first of ``allowed`` is the default."""
+    raw = request.args.get(name, "").strip().lower()
+    if not raw:
+        return allowed[0], None
+    if raw not in allowed:
+        return allowed[0], f'"{name}" must be one of [{", ".join(allowed)}]'
+    return raw, None
+
+
+def _listing_statuses() -> tuple[set[str], str | None]:
+    wanted = _split_list(request.args.get("listing_status", "").lower()) or ["active"]
+    unknown = [value for value in wanted if value not in LISTING_STATUSES]
+    if unknown:
+        return set(), f'Invalid value for "listing_status": "{",".join(unknown)}"'
+    return set(wanted), None
+
+
+def _by_id(asset: CmcAsset) -> int:
+    return asset.id
+
+
+def _by_rank(asset: CmcAsset) -> tuple[bool, int, int]:
+    return (asset.cmc_rank is None, asset.cmc_rank or 0, asset.id)
+
+
+def _is_type(payload: dict[str, Any], kind: str) -> bool:
+    if kind == "coins":
+        return payload["platform"] is None
+    if kind == "tokens":
+        return payload["platform"] is not None
+    return True
+
+
+_LISTING_SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "market_cap": lambda payload: -payload["cmc_rank"],
+    "volume_24h": lambda payload: payload["quote"]["USD"]["volume_24h"],
+    "price": lambda payload: payload["quote"]["USD"]["price"],
+    "percent_change_24h": lambda payload: payload["quote"]["USD"]["percent_change_24h"],
+    "name": lambda payload: payload["name"].casefold(),
+    "symbol": lambda payload: payload["symbol"].casefold(),
+    "date_added": lambda payload: payload["date_added"],
+}
+
+
+def _sorted_listing(
+    payloads: list[dict[str, Any]], sort: str, *, descending: bool
+) -> list[dict[str, Any]]:
+    """Sorted on the very values served; nulls last either way, ties in the market's order.
+
+    ``market_cap`` is ``cmc_rank`` order: that is how CoinMarketCap ranks, and the derived
+    market caps follow the ranks.
+    """
+    key = _LISTING_SORT_KEYS[sort]
+    known = [payload for payload in payloads if key(payload) is not None]
+    unknown = [payload for payload in payloads if key(payload) is None]
+    known.sort(key=key, reverse=descending)
+    return known + unknown
+
+
 def _convert_problem() -> str | None:
     convert = request.args.get("convert", "USD").strip()
     if convert.upper() != "USD":
@@ -241,18 +532,34 @@ def error_response(
     return json_response(body, status_code=status_code, headers=headers)
 
 
-def rate_limited_response(retry_after: str | None) -> Response:
+def coded_error_response(error_code: int, *, headers: dict[str, str] | None = None) -> Response:
+    status_code, message = ERRORS[error_code]
+    return error_response(status_code, error_code, message, headers=headers)
+
+
+def _limit_response(error_code: int, retry_after: str | None) -> Response:
     headers = {"Retry-After": retry_after} if retry_after is not None else None
-    return error_response(
-        429,
-        1008,
-        "You've exceeded your API Key's HTTP request rate limit. Rate limits reset every minute.",
-        headers=headers,
-    )
+    return coded_error_response(error_code, headers=headers)
+
+
+def rate_limited_response(retry_after: str | None) -> Response:
+    return _limit_response(1008, retry_after)
+
+
+def daily_limit_response(retry_after: str | None) -> Response:
+    return _limit_response(1009, retry_after)
+
+
+def monthly_limit_response(retry_after: str | None) -> Response:
+    return _limit_response(1010, retry_after)
+
+
+def ip_rate_limited_response(retry_after: str | None) -> Response:
+    return _limit_response(1011, retry_after)
 
 
 def error_payload_response() -> Response:
-    return error_response(401, 1001, "This API Key is invalid.")
+    return coded_error_response(1001)
 
 
 def server_error_response() -> Response:
@@ -320,7 +627,29 @@ def asset_payload(asset: CmcAsset, now: datetime) -> dict[str, Any]:
         "self_reported_market_cap": None,
         "tvl_ratio": None,
         "last_updated": updated,
-        "quote": {"USD": _usd_quote(asset.price, circulating, total, rng, updated)},
+        "quote": {"USD": _usd_quote(asset, circulating, total, rng, updated)},
+    }
+
+
+def map_payload(asset: CmcAsset, now: datetime) -> dict[str, Any]:
+    """One ``/v1/cryptocurrency/map`` entry; ``platform`` agrees with the listing's."""
+    listing = asset_payload(asset, now)
+    active = asset.status == "active"
+    if active:
+        last = listing["last_updated"]
+    else:
+        added = datetime.fromisoformat(listing["date_added"])
+        last = timestamp(min(now, added + timedelta(days=180 + asset.id % 1500)))
+    return {
+        "id": asset.id,
+        "rank": asset.cmc_rank,
+        "name": asset.name,
+        "symbol": asset.symbol,
+        "slug": asset.slug,
+        "is_active": 1 if active else 0,
+        "first_historical_data": listing["date_added"],
+        "last_historical_data": last,
+        "platform": listing["platform"],
     }
 
 
@@ -338,17 +667,21 @@ def quote_payload(asset: CmcAsset, now: datetime) -> dict[str, Any]:
     for key, value in listing.items():
         result[key] = tags if key == "tags" else value
         if key == "total_supply":
-            result["is_active"] = 0 if asset.cmc_rank is None else 1
+            result["is_active"] = 1 if asset.status == "active" else 0
         elif key == "cmc_rank":
             result["is_fiat"] = 0
     return result
 
 
 def _market_cap_target(asset: CmcAsset, rng: random.Random) -> float:
-    """Roughly the real market's shape: about 2e12 at rank 1, about 1e9 at rank 100."""
+    """Roughly the real market's shape: about 2e12 at rank 1, about 1e9 at rank 100.
+
+    The jitter stays below one rank, so market caps decrease with the rank as upstream.
+    """
     if asset.cmc_rank is None:
         return rng.uniform(1e4, 1e6)
-    return _TOTAL_MARKET_CAP * 0.6 / asset.cmc_rank**1.6 * rng.uniform(0.8, 1.2)
+    jittered = asset.cmc_rank + rng.uniform(0, _RANK_JITTER)
+    return _TOTAL_MARKET_CAP * 0.6 / jittered**1.6
 
 
 def _date_added(rng: random.Random) -> str:
@@ -361,12 +694,15 @@ def _platform(rng: random.Random) -> dict[str, Any]:
 
 
 def _usd_quote(
-    price: Decimal | None, circulating: float, total: float, rng: random.Random, updated: str
+    asset: CmcAsset, circulating: float, total: float, rng: random.Random, updated: str
 ) -> dict[str, Any]:
+    price = asset.price
     market_cap = float(price) * circulating if price is not None else None
+    derived = market_cap * rng.uniform(0.005, 0.2) if market_cap is not None else None
+    volume: Decimal | float | None = asset.volume_24h if asset.volume_24h is not None else derived
     return {
         "price": price,
-        "volume_24h": market_cap * rng.uniform(0.005, 0.2) if market_cap is not None else None,
+        "volume_24h": volume,
         "volume_change_24h": round(rng.uniform(-60, 60), 4),
         "percent_change_1h": round(rng.uniform(-2, 2), 8),
         "percent_change_24h": round(rng.uniform(-10, 10), 8),

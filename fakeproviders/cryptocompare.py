@@ -2,7 +2,8 @@
 
 Only ``Id``, ``Name``, ``FullName``, ``PRICE``, ``FROMSYMBOL`` and ``TOTALVOLUME24HTO`` come from
 the market; every other field is derived deterministically from the coin id so that payloads look
-like the recorded ones without the market model having to carry them.
+like the recorded ones without the market model having to carry them. Symbols are served as
+stored, trailing ``*`` included (CryptoCompare marks a ticker another of its assets uses that way).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from fakeproviders.coindesk import KeyCheck, check_key, key_required_response
 from fakeproviders.market import Market, RankedCoin, render_json
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -42,12 +44,19 @@ _MAX_CALLS = {"second": 20, "minute": 300, "hour": 3000, "day": 20000, "month": 
 def create_app(
     market: Market, *, api_key: str | None = None, drift_rng: random.Random | None = None
 ) -> Flask:
-    """``drift_rng`` makes page 0 occasionally swap two neighbours, like a live ranking does."""
+    """``drift_rng`` makes page 0 occasionally swap two neighbours, like a live ranking does.
+
+    Without a key header the legacy host now answers like CoinDesk Data (HTTP 401, ``Err``); a
+    wrong key still gets the old HTTP 200 error: upstream shows both.
+    """
     app = Flask(__name__)
 
     @app.get(TOP_LIST_PATH)
     def top_list() -> Response:
-        if api_key is not None and not _authorised(api_key):
+        key = check_key(api_key)
+        if key is KeyCheck.MISSING:
+            return key_required_response()
+        if key is KeyCheck.INVALID:
             return error_response("You are using an invalid api key!", error_type=1)
         tsym = request.args.get("tsym", "").strip()
         if not tsym:
@@ -92,11 +101,6 @@ def create_app(
         return json_response(body, status=status)
 
     return app
-
-
-def _authorised(api_key: str) -> bool:
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    return scheme.lower() == "apikey" and credentials.strip() == api_key
 
 
 def _int_param(name: str, default: int, low: int, high: int | None) -> int | None:
@@ -203,7 +207,7 @@ def entry(coin: RankedCoin, now: int) -> dict[str, Any]:
 
 
 def _image_url(coin: RankedCoin) -> str:
-    return f"/media/{coin.cc_id}/{coin.symbol.lower()}.png"
+    return f"/media/{coin.cc_id}/{coin.symbol.rstrip('*').lower()}.png"
 
 
 def _coin_info(coin: RankedCoin, rng: random.Random) -> dict[str, Any]:
@@ -216,7 +220,7 @@ def _coin_info(coin: RankedCoin, rng: random.Random) -> dict[str, Any]:
         "FullName": coin.full_name,
         "Internal": coin.symbol,
         "ImageUrl": _image_url(coin),
-        "Url": f"/coins/{coin.symbol.lower()}/overview",
+        "Url": f"/coins/{coin.symbol.lower().replace('*', 'star')}/overview",
         "Algorithm": algorithm,
         "ProofType": proof,
         "Rating": {

@@ -1,8 +1,9 @@
-"""The fake market both fake providers serve from.
+"""The fake market all three fake providers serve from.
 
-CryptoCompare's ranking and CoinMarketCap's asset list are kept as two independent lists on
-purpose: the code under test has to reconcile providers that disagree on tickers, names and
-prices, so the fake must be able to disagree too.
+CryptoCompare's ranking (served by the legacy CryptoCompare API and by CoinDesk Data) and
+CoinMarketCap's asset list are kept as two independent lists on purpose: the code under test has
+to reconcile providers that disagree on tickers, names, ids and prices, so the fake must be able
+to disagree too.
 """
 
 from __future__ import annotations
@@ -22,22 +23,37 @@ from typing import Any
 
 _DRIFT = 0.005
 _DRIFT_DIGITS = 16
+CMC_STATUSES = ("active", "inactive", "untracked")
+_UNMAPPED_SHARE = 0.25
+_UNMAPPED_QUIRKS = frozenset({"IOT", "HOT*", "POLY*", "ETC", "GRT", "BTG", "XYZ"})
+_VOLUME_FACTOR = (0.8, 1.25)
+_VOLUME_STEP = Decimal("0.01")
 
 
 @dataclass
 class RankedCoin:
-    """One CryptoCompare ranking entry; ``price`` None means the entry carries no RAW/DISPLAY."""
+    """One CryptoCompare ranking entry; ``price`` None means the entry carries no RAW/DISPLAY.
+
+    ``cmc_id`` is the CoinMarketCap asset the coin really is, ``coindesk_cmc_id`` what CoinDesk
+    claims it is: upstream often leaves the claim out, so the two differ on purpose.
+    """
 
     symbol: str
     full_name: str
     cc_id: int
     price: Decimal | None
     volume_24h: Decimal
+    cmc_id: int | None = None
+    coindesk_cmc_id: int | None = None
 
 
 @dataclass
 class CmcAsset:
-    """One CoinMarketCap asset; ``cmc_rank`` None is an untracked/inactive asset."""
+    """One CoinMarketCap asset; ``cmc_rank`` None keeps it out of listings.
+
+    ``volume_24h`` None lets the payload derive a volume from the market cap. ``status`` left
+    empty is derived from ``cmc_rank`` once, at construction: change both together afterwards.
+    """
 
     id: int
     symbol: str
@@ -45,6 +61,14 @@ class CmcAsset:
     slug: str
     cmc_rank: int | None
     price: Decimal | None
+    volume_24h: Decimal | None = None
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            self.status = "inactive" if self.cmc_rank is None else "active"
+        if self.status not in CMC_STATUSES:
+            raise ValueError(f"status must be one of {CMC_STATUSES}, got {self.status!r}")
 
 
 @dataclass
@@ -92,7 +116,7 @@ class Market:
         factors: dict[str, Decimal] = {}
 
         def factor(symbol: str) -> Decimal:
-            key = symbol.upper()
+            key = symbol.rstrip("*").upper()
             if key not in factors:
                 factors[key] = Decimal(repr(1 + rng.uniform(-_DRIFT, _DRIFT)))
             return factors[key]
@@ -129,26 +153,34 @@ def _bundled_rows() -> tuple[list[RankedCoin], list[CmcAsset], list[RankedCoin]]
     sponsored: list[RankedCoin] = []
     assets: dict[int, CmcAsset] = {}
     for row in csv.DictReader(io.StringIO(text)):
+        cmc_id = int(row["cmc_id"]) if row["cmc_id"] else None
+        picked = row["kind"] == "ranked" and cmc_id is not None
         if row["cc_symbol"]:
+            cc_id = int(row["cc_id"])
             coin = RankedCoin(
                 symbol=row["cc_symbol"],
                 full_name=row["cc_full_name"],
-                cc_id=int(row["cc_id"]),
+                cc_id=cc_id,
                 price=Decimal(row["cc_price"]) if row["cc_price"] else None,
                 volume_24h=Decimal(row["cc_volume"]),
+                cmc_id=cmc_id if picked else None,
+                coindesk_cmc_id=_coindesk_cmc_id(
+                    row["cc_symbol"], cc_id, cmc_id if picked else None
+                ),
             )
             if row["kind"] == "sponsored":
                 sponsored.append(coin)
             else:
                 ranked.append((int(row["cc_rank"]), coin))
-        if row["cmc_id"]:
-            assets[int(row["cmc_id"])] = CmcAsset(
-                id=int(row["cmc_id"]),
+        if cmc_id is not None:
+            assets[cmc_id] = CmcAsset(
+                id=cmc_id,
                 symbol=row["cmc_symbol"],
                 name=row["cmc_name"],
                 slug=row["cmc_slug"],
                 cmc_rank=int(row["cmc_rank"]) if row["cmc_rank"] else None,
                 price=Decimal(row["cmc_price"]) if row["cmc_price"] else None,
+                volume_24h=_cmc_volume(cmc_id, Decimal(row["cc_volume"])) if picked else None,
             )
     ranked.sort(key=lambda item: item[0])
     ordered = sorted(assets.values(), key=_rank_order)
@@ -157,6 +189,19 @@ def _bundled_rows() -> tuple[list[RankedCoin], list[CmcAsset], list[RankedCoin]]
 
 def _rank_order(asset: CmcAsset) -> tuple[bool, int]:
     return (asset.cmc_rank is None, asset.cmc_rank or 0)
+
+
+def _coindesk_cmc_id(symbol: str, cc_id: int, cmc_id: int | None) -> int | None:
+    """The quirk coins never carry the id, so the id map is exercised with the bundled market."""
+    if symbol in _UNMAPPED_QUIRKS or random.Random(cc_id).random() < _UNMAPPED_SHARE:
+        return None
+    return cmc_id
+
+
+def _cmc_volume(cmc_id: int, cc_volume: Decimal) -> Decimal:
+    """Near CryptoCompare's volume but not equal, so the two volume rankings differ a little."""
+    factor = Decimal(repr(random.Random(cmc_id).uniform(*_VOLUME_FACTOR)))
+    return (cc_volume * factor).quantize(_VOLUME_STEP)
 
 
 def render_json(value: Any) -> str:

@@ -1,8 +1,8 @@
-"""Runs both fake providers on loopback ports, with fault injection and request recording.
+"""Runs the three fake providers on loopback ports, with fault injection and request recording.
 
 Faults are applied by a WSGI wrapper in front of each Flask app, so the apps themselves only know
 how to answer correctly; each provider module supplies its own error formats and payload
-mutations, because the two providers fail in very different ways.
+mutations, because the providers fail in very different ways.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response
 
-from fakeproviders import coinmarketcap, cryptocompare
+from fakeproviders import coindesk, coinmarketcap, cryptocompare
+from fakeproviders.coinmarketcap import CoinMarketCapAccount
 from fakeproviders.market import Market, render_json
 
+COINDESK = "coindesk"
 CRYPTOCOMPARE = "cryptocompare"
 COINMARKETCAP = "coinmarketcap"
-PROVIDERS = (CRYPTOCOMPARE, COINMARKETCAP)
+PROVIDERS = (COINDESK, CRYPTOCOMPARE, COINMARKETCAP)
 DEFAULT_HANG_SECONDS = 30.0
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
@@ -53,6 +55,9 @@ class Fault(enum.StrEnum):
     MISSING_FIELDS = "missing_fields"
     HANG = "hang"
     CONNECTION_RESET = "connection_reset"
+    DAILY_LIMIT = "daily_limit"
+    MONTHLY_LIMIT = "monthly_limit"
+    IP_RATE_LIMITED = "ip_rate_limited"
 
 
 class HeaderDict(dict[str, str]):
@@ -102,16 +107,38 @@ class _ProviderFaults:
 
     server_error: Callable[[], Response]
     rate_limited: Callable[[str | None], Response]
+    daily_limit: Callable[[str | None], Response]
+    monthly_limit: Callable[[str | None], Response]
+    ip_rate_limited: Callable[[str | None], Response]
     error_payload: Callable[[], Response]
     empty: Callable[[Any], Any]
     short: Callable[[Any], Any]
     missing_fields: Callable[[Any], Any]
 
 
+def _cryptocompare_limit(_retry_after: str | None) -> Response:
+    """The legacy API has one rate-limit answer, HTTP 200, whichever limit was hit."""
+    return cryptocompare.rate_limited_response()
+
+
 _PROVIDER_FAULTS = {
+    COINDESK: _ProviderFaults(
+        server_error=coindesk.server_error_response,
+        rate_limited=coindesk.rate_limited_response,
+        daily_limit=coindesk.daily_limit_response,
+        monthly_limit=coindesk.monthly_limit_response,
+        ip_rate_limited=coindesk.ip_rate_limited_response,
+        error_payload=coindesk.error_payload_response,
+        empty=coindesk.empty_payload,
+        short=coindesk.short_payload,
+        missing_fields=coindesk.missing_fields_payload,
+    ),
     CRYPTOCOMPARE: _ProviderFaults(
         server_error=cryptocompare.server_error_response,
-        rate_limited=lambda _retry_after: cryptocompare.rate_limited_response(),
+        rate_limited=_cryptocompare_limit,
+        daily_limit=_cryptocompare_limit,
+        monthly_limit=_cryptocompare_limit,
+        ip_rate_limited=_cryptocompare_limit,
         error_payload=cryptocompare.error_payload_response,
         empty=cryptocompare.empty_payload,
         short=cryptocompare.short_payload,
@@ -120,6 +147,9 @@ _PROVIDER_FAULTS = {
     COINMARKETCAP: _ProviderFaults(
         server_error=coinmarketcap.server_error_response,
         rate_limited=coinmarketcap.rate_limited_response,
+        daily_limit=coinmarketcap.daily_limit_response,
+        monthly_limit=coinmarketcap.monthly_limit_response,
+        ip_rate_limited=coinmarketcap.ip_rate_limited_response,
         error_payload=coinmarketcap.error_payload_response,
         empty=coinmarketcap.empty_payload,
         short=coinmarketcap.short_payload,
@@ -192,8 +222,14 @@ class _FaultingApp:
             return self._faults.server_error()
         if fault is Fault.HTTP_503:
             return _unavailable(DEFAULT_RETRY_AFTER_SECONDS if argument is None else argument)
-        if fault is Fault.RATE_LIMITED:
-            return self._faults.rate_limited(None if argument is None else _seconds(argument))
+        limit = {
+            Fault.RATE_LIMITED: self._faults.rate_limited,
+            Fault.DAILY_LIMIT: self._faults.daily_limit,
+            Fault.MONTHLY_LIMIT: self._faults.monthly_limit,
+            Fault.IP_RATE_LIMITED: self._faults.ip_rate_limited,
+        }.get(fault)
+        if limit is not None:
+            return limit(None if argument is None else _seconds(argument))
         if fault is Fault.ERROR_PAYLOAD:
             return self._faults.error_payload()
         normal = Response.from_app(self._app, environ, buffered=True)
@@ -242,31 +278,47 @@ class _Settings:
 
 
 class FakeProviders:
-    """Both fake providers, started on loopback in background threads.
+    """The three fake providers, started on loopback in background threads.
 
-    ``market`` is shared with the request threads and read on every request, so tests can
-    change it between (or during) requests; ``reset`` puts it back as it was at construction.
+    ``market`` and ``coinmarketcap_account`` are shared with the request threads and read on
+    every request, so tests can change them between (or during) requests; ``reset`` puts both
+    back as they were at construction. A key of None means that provider needs no key.
     """
 
     def __init__(
         self,
         market: Market | None = None,
         *,
+        coindesk_key: str | None = "test-coindesk-key",
+        cryptocompare_key: str | None = "test-cryptocompare-key",
         coinmarketcap_key: str = "test-cmc-key",
-        cryptocompare_key: str | None = None,
         host: str = "127.0.0.1",
+        coindesk_port: int = 0,
         cryptocompare_port: int = 0,
         coinmarketcap_port: int = 0,
         drift: bool = False,
         seed: int = 0,
+        coinmarketcap_account: CoinMarketCapAccount | None = None,
     ) -> None:
         self.market = market if market is not None else Market.bundled()
+        self.coinmarketcap_account = (
+            coinmarketcap_account if coinmarketcap_account is not None else CoinMarketCapAccount()
+        )
         self.requests: list[RecordedRequest] = []
         self._pristine = copy.deepcopy(self.market)
+        self._pristine_account = copy.deepcopy(self.coinmarketcap_account)
         self._settings = _Settings(
             host=host,
-            ports={CRYPTOCOMPARE: cryptocompare_port, COINMARKETCAP: coinmarketcap_port},
-            keys={CRYPTOCOMPARE: cryptocompare_key, COINMARKETCAP: coinmarketcap_key},
+            ports={
+                COINDESK: coindesk_port,
+                CRYPTOCOMPARE: cryptocompare_port,
+                COINMARKETCAP: coinmarketcap_port,
+            },
+            keys={
+                COINDESK: coindesk_key,
+                CRYPTOCOMPARE: cryptocompare_key,
+                COINMARKETCAP: coinmarketcap_key,
+            },
             drift=drift,
             seed=seed,
         )
@@ -281,11 +333,17 @@ class FakeProviders:
         self._stopping.clear()
         drift_rng = random.Random(self._settings.seed) if self._settings.drift else None
         apps = {
+            COINDESK: coindesk.create_app(
+                self.market, api_key=self._settings.keys[COINDESK], drift_rng=drift_rng
+            ),
             CRYPTOCOMPARE: cryptocompare.create_app(
                 self.market, api_key=self._settings.keys[CRYPTOCOMPARE], drift_rng=drift_rng
             ),
             COINMARKETCAP: coinmarketcap.create_app(
-                self.market, api_key=self._settings.keys[COINMARKETCAP] or "", drift_rng=drift_rng
+                self.market,
+                api_key=self._settings.keys[COINMARKETCAP] or "",
+                drift_rng=drift_rng,
+                account=self.coinmarketcap_account,
             ),
         }
         try:
@@ -335,6 +393,10 @@ class FakeProviders:
         self.stop()
 
     @property
+    def coindesk_url(self) -> str:
+        return self._url(COINDESK)
+
+    @property
     def cryptocompare_url(self) -> str:
         return self._url(CRYPTOCOMPARE)
 
@@ -366,12 +428,13 @@ class FakeProviders:
                 queue.clear()
 
     def reset(self) -> None:
-        """Lists and market are restored in place, so references held by tests stay valid."""
+        """Restored in place, so references to the market, account and lists stay valid."""
         with self._lock:
             for queue in self._faults.values():
                 queue.clear()
             self.requests.clear()
         self.market.restore(self._pristine)
+        self.coinmarketcap_account.restore(self._pristine_account)
 
     def _arrive(self, provider: str, environ: dict[str, Any]) -> _PendingFault | None:
         with self._lock:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from topcoins.db import make_engine
 from topcoins.logging import configure_logging
+from topcoins.models import Source
 from topcoins.settings import (
+    CoinDeskSettings,
     CoinMarketCapSettings,
     ConfigError,
     CryptoCompareSettings,
@@ -27,11 +30,14 @@ from topcoins.settings import (
 )
 from topcoins.tracing import configure_tracing
 
-from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient
+from .budget import CreditBudget
+from .coindesk import CoinDeskClient
+from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient, CoinMarketCapRanking
 from .cryptocompare import CryptoCompareClient
 from .errors import ScrapeError
 from .prices import PricesJob
 from .pushgateway import push_run
+from .ranking import RankingClient
 from .ranks import RanksJob
 from .run import Job, Outcome, run_scrape
 
@@ -81,39 +87,90 @@ def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Ca
 
 
 def _ranks_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
-    client = CryptoCompareClient(CryptoCompareSettings.from_env(env), settings.http)
-    return RanksJob(client, settings.ranking_size)
+    """The chosen provider's key is checked first: its absence is the error to report."""
+    deadline = time.monotonic() + settings.http.deadline_seconds
+    provider, size = settings.ranking_provider, settings.ranking_size
+    if provider is Source.COINMARKETCAP:
+        # Its listing names every coin's id: the id map is not needed.
+        ranking_settings = CoinMarketCapSettings.from_env(env)
+        cmc = CoinMarketCapClient(ranking_settings, settings.http, deadline=deadline)
+        budget = CreditBudget(cmc, ranking_settings.credit_floor)
+        return RanksJob(CoinMarketCapRanking(cmc), size, budget=budget)
+    client: RankingClient
+    if provider is Source.COINDESK:
+        client = CoinDeskClient(CoinDeskSettings.from_env(env), settings.http, deadline=deadline)
+    else:
+        cc = CryptoCompareSettings.from_env(env)
+        client = CryptoCompareClient(cc, settings.http, deadline=deadline)
+    cmc_settings = CoinMarketCapSettings.optional(env)
+    if cmc_settings is None:
+        return RanksJob(client, size)
+    cmc = CoinMarketCapClient(cmc_settings, settings.http, deadline=deadline)
+    budget = CreditBudget(cmc, cmc_settings.credit_floor)
+    return RanksJob(client, size, coinmarketcap=cmc, budget=budget)
 
 
 def _prices_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
-    return PricesJob(CoinMarketCapClient(CoinMarketCapSettings.from_env(env), settings.http))
+    cmc_settings = CoinMarketCapSettings.from_env(env)
+    client = CoinMarketCapClient(cmc_settings, settings.http)
+    return PricesJob(client, CreditBudget(client, cmc_settings.credit_floor))
+
+
+def _cmc_client(env: Mapping[str, str]) -> CoinMarketCapClient:
+    configure_logging(env.get("LOG_LEVEL", "WARNING"))
+    return CoinMarketCapClient(CoinMarketCapSettings.from_env(env), HttpSettings.from_env(env))
 
 
 def _cmc_listings(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    configure_logging(env.get("LOG_LEVEL", "WARNING"))
-    client = CoinMarketCapClient(CoinMarketCapSettings.from_env(env), HttpSettings.from_env(env))
+    client = _cmc_client(env)
     try:
-        quotes = client.listings(start=args.start, limit=args.limit)
+        quotes = client.listings(start=args.start, limit=args.limit, sort=args.sort)
     finally:
         client.close()
-    rows = [(q.cmc_rank, q.cmc_id, q.symbol, q.name, _plain(q.price_usd)) for q in quotes.items]
-    print(_table(("Rank", "Id", "Symbol", "Name", "Price USD"), rows))
+    rows = [
+        (q.cmc_rank, q.cmc_id, q.symbol, q.name, _plain(q.price_usd), _plain(q.volume_24h))
+        for q in quotes.items
+    ]
+    print(_table(("Rank", "Id", "Symbol", "Name", "Price USD", "Volume 24h USD"), rows))
     print(f"{len(rows)} assets, {quotes.credit_count} credit(s) used")
     return 0
 
 
-def _cryptocompare_top(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    configure_logging(env.get("LOG_LEVEL", "WARNING"))
-    client = CryptoCompareClient(CryptoCompareSettings.from_env(env), HttpSettings.from_env(env))
+def _cmc_usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    client = _cmc_client(env)
     try:
-        coins = client.top_by_volume(args.limit)
+        usage = client.key_info()
     finally:
         client.close()
-    rows = [
-        (c.rank, c.symbol, c.name, _plain(c.price_usd), _plain(c.volume_24h_usd)) for c in coins
-    ]
-    print(_table(("Rank", "Symbol", "Name", "Price USD", "Volume 24h USD"), rows))
+    reset = usage.reset_at.isoformat() if usage.reset_at else "unknown"
+    print(f"credits left this month: {_or_unlimited(usage.credits_left_monthly)}")
+    print(f"monthly credit limit:    {_or_unlimited(usage.credit_limit_monthly)}")
+    print(f"credits left today:      {_or_unlimited(usage.credits_left_daily)}")
+    print(f"month resets at:         {reset}")
     return 0
+
+
+def _or_unlimited(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
+
+
+def _ranking_top(make: Callable[[Mapping[str, str], HttpSettings], RankingClient]) -> Callable:
+    def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        configure_logging(env.get("LOG_LEVEL", "WARNING"))
+        client = make(env, HttpSettings.from_env(env))
+        try:
+            coins = client.top_by_volume(args.limit).coins
+        finally:
+            client.close()
+        rows = [
+            (c.rank, c.symbol, c.name, c.cmc_id, _plain(c.price_usd), _plain(c.volume_24h_usd))
+            for c in coins
+        ]
+        headers = ("Rank", "Symbol", "Name", "CMC id", "Price USD", "Volume 24h USD")
+        print(_table(headers, rows))
+        return 0
+
+    return command
 
 
 def _plain(value: Decimal | None) -> str:
@@ -148,21 +205,38 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scrapers", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    ranks = commands.add_parser("ranks", help="scrape the CryptoCompare ranking into the database")
+    ranks = commands.add_parser(
+        "ranks", help="scrape the ranking (RANKING_PROVIDER) into the database"
+    )
     ranks.set_defaults(command=_scrape(_ranks_job), name="ranks")
     prices = commands.add_parser("prices", help="scrape CoinMarketCap prices into the database")
     prices.set_defaults(command=_scrape(_prices_job), name="prices")
 
-    cmc = commands.add_parser("cmc", help="ask CoinMarketCap directly and print a table")
+    cmc = commands.add_parser("cmc", help="ask CoinMarketCap directly")
     cmc_commands = cmc.add_subparsers(required=True, metavar="COMMAND")
     listings = cmc_commands.add_parser("listings", help="/v1/cryptocurrency/listings/latest")
     listings.add_argument("--limit", type=_limit(MAX_LISTINGS_LIMIT), default=10)
     listings.add_argument("--start", type=_limit(1_000_000), default=1)
+    listings.add_argument("--sort", choices=("market_cap", "volume_24h"), default="market_cap")
     listings.set_defaults(command=_cmc_listings)
+    usage = cmc_commands.add_parser("usage", help="/v1/key/info: credits left (costs none)")
+    usage.set_defaults(command=_cmc_usage)
 
-    cryptocompare = commands.add_parser("cryptocompare", help="ask CryptoCompare directly")
-    cc_commands = cryptocompare.add_subparsers(required=True, metavar="COMMAND")
-    top = cc_commands.add_parser("top", help="/data/top/totalvolfull, ranked by 24h volume")
-    top.add_argument("--limit", type=_limit(5000), default=10)
-    top.set_defaults(command=_cryptocompare_top)
+    for name, path, make in (
+        ("coindesk", "/asset/v1/top/list", _coindesk),
+        ("cryptocompare", "/data/top/totalvolfull", _cryptocompare),
+    ):
+        provider = commands.add_parser(name, help=f"ask {name} directly")
+        provider_commands = provider.add_subparsers(required=True, metavar="COMMAND")
+        top = provider_commands.add_parser("top", help=f"{path}, ranked by 24h volume")
+        top.add_argument("--limit", type=_limit(5000), default=10)
+        top.set_defaults(command=_ranking_top(make))
     return parser
+
+
+def _coindesk(env: Mapping[str, str], http: HttpSettings) -> RankingClient:
+    return CoinDeskClient(CoinDeskSettings.from_env(env), http)
+
+
+def _cryptocompare(env: Mapping[str, str], http: HttpSettings) -> RankingClient:
+    return CryptoCompareClient(CryptoCompareSettings.from_env(env), http)

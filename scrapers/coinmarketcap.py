@@ -1,4 +1,8 @@
-"""CoinMarketCap Pro API client: USD quotes, by symbol, slug or id, and the listings."""
+"""CoinMarketCap Pro API client: quotes by id, the id map, listings, and the key's usage.
+
+Every answer carries ``status``; its ``error_code`` is checked even on HTTP 200, and its
+``credit_count`` is what the call cost, trusted over any documented constant.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,32 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from topcoins.models import Source
 from topcoins.settings import CoinMarketCapSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
 from .payload import datetime_or_none, decimal_or_none, int_or_none, one_line
+from .ranking import RankedCoin, Ranking, check_length
 
 PROVIDER = "CoinMarketCap"
 QUOTES_PATH = "/v2/cryptocurrency/quotes/latest"
 LISTINGS_PATH = "/v1/cryptocurrency/listings/latest"
-MAX_LISTINGS_LIMIT = 5000
+MAP_PATH = "/v1/cryptocurrency/map"
+KEY_INFO_PATH = "/v1/key/info"
+MAX_LISTINGS_LIMIT = MAP_PAGE_SIZE = 5000
+MAP_MAX_PAGES = 20
 # Identifiers per quotes call: keeps URLs short; credits are charged per asset anyway.
 QUOTES_BATCH = 200
+# Documented prices, used only to estimate a spend before making it.
+QUOTE_ASSETS_PER_CREDIT, LISTING_ASSETS_PER_CREDIT = 100, 200
+VOLUME_MEASURE = "volume_24h"
+_LIMIT_REASONS = {
+    1008: "per-minute rate limit reached",
+    1009: "daily credit limit reached",
+    1010: "monthly credit limit reached",
+    1011: "IP rate limit reached",
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,7 @@ class Quote:
     cmc_rank: int | None
     price_usd: Decimal | None
     last_updated: datetime | None
+    volume_24h: Decimal | None = None
 
 
 @dataclass
@@ -46,19 +65,51 @@ class Quotes:
         self.credit_count += other.credit_count
 
 
+@dataclass(frozen=True)
+class MapAsset:
+    """One row of CoinMarketCap's id map."""
+
+    cmc_id: int
+    symbol: str
+    name: str
+    slug: str
+    rank: int | None
+
+
+@dataclass
+class IdMap:
+    assets: list[MapAsset] = field(default_factory=list)
+    credit_count: int = 0
+
+
+@dataclass(frozen=True)
+class CreditUsage:
+    """The key's plan and usage from ``/v1/key/info``; ``None`` where the plan sets no limit."""
+
+    credit_limit_monthly: int | None
+    credits_left_monthly: int | None
+    credits_left_daily: int | None
+    reset_at: datetime | None
+
+
 class CoinMarketCapClient:
-    def __init__(self, settings: CoinMarketCapSettings, http: HttpSettings) -> None:
+    def __init__(
+        self, settings: CoinMarketCapSettings, http: HttpSettings, *, deadline: float | None = None
+    ) -> None:
         headers = {"X-CMC_PRO_API_KEY": settings.api_key}
-        self._http = ProviderSession(PROVIDER, settings.base_url, http, headers)
+        self._http = ProviderSession(PROVIDER, settings.base_url, http, headers, deadline=deadline)
 
     def close(self) -> None:
         self._http.close()
 
-    def listings(self, *, start: int = 1, limit: int = 100) -> Quotes:
-        """One page of CoinMarketCap's own market-cap ranking."""
+    def listings(self, *, start: int = 1, limit: int = 100, sort: str = "market_cap") -> Quotes:
+        """One page of CoinMarketCap's own ranking, by market cap unless ``sort`` says other."""
         if not 1 <= limit <= MAX_LISTINGS_LIMIT or start < 1:
             raise ValueError(f"limit must be 1..{MAX_LISTINGS_LIMIT} and start >= 1")
-        status, data = self._call(LISTINGS_PATH, {"start": start, "limit": limit, "convert": "USD"})
+        params: dict[str, str | int] = {"start": start, "limit": limit, "convert": "USD"}
+        if sort != "market_cap":
+            params.update(sort=sort, sort_dir="desc")
+        status, data = self._call(LISTINGS_PATH, params)
         if not isinstance(data, list):
             raise InvalidPayload(PROVIDER, f"{LISTINGS_PATH} data is not a list")
         return Quotes([_parse_asset(asset) for asset in data], _credits(status))
@@ -67,16 +118,50 @@ class CoinMarketCapClient:
         """Every asset carrying each symbol: v2 answers a list per symbol, in no useful order."""
         return self._quotes("symbol", sorted(set(symbols)))
 
-    def quotes_by_slug(self, slugs: Iterable[str]) -> Quotes:
-        return self._quotes("slug", sorted(set(slugs)))
-
     def quotes_by_id(self, ids: Iterable[int]) -> Quotes:
+        """Exactly the assets asked for, billed per asset returned."""
         return self._quotes("id", [str(i) for i in sorted(set(ids))])
+
+    def id_map(self) -> IdMap:
+        """Every active asset's id, symbol, name and slug, a page of 5000 at a time."""
+        result = IdMap()
+        for page in range(MAP_MAX_PAGES):
+            params: dict[str, str | int] = {
+                "listing_status": "active",
+                "start": page * MAP_PAGE_SIZE + 1,
+                "limit": MAP_PAGE_SIZE,
+            }
+            status, data = self._call(MAP_PATH, params)
+            if not isinstance(data, list):
+                raise InvalidPayload(PROVIDER, f"{MAP_PATH} data is not a list")
+            result.assets.extend(_parse_map_asset(item) for item in data)
+            result.credit_count += _credits(status)
+            if len(data) < MAP_PAGE_SIZE:
+                break
+        if not result.assets:
+            raise InvalidPayload(PROVIDER, f"{MAP_PATH} lists no assets")
+        return result
+
+    def key_info(self) -> CreditUsage:
+        """The plan's limits and what is left of them; the call itself costs no credit."""
+        _, data = self._call(KEY_INFO_PATH, {})
+        plan = _object(data, "plan")
+        usage = _object(data, "usage")
+        return CreditUsage(
+            credit_limit_monthly=int_or_none(plan.get("credit_limit_monthly")),
+            credits_left_monthly=int_or_none(_object(usage, "current_month").get("credits_left")),
+            credits_left_daily=int_or_none(_object(usage, "current_day").get("credits_left")),
+            reset_at=datetime_or_none(plan.get("credit_limit_monthly_reset_timestamp")),
+        )
 
     def _quotes(self, key: str, values: Sequence[str]) -> Quotes:
         result = Quotes()
         for batch in _batches(values, QUOTES_BATCH):
-            params = {key: ",".join(batch), "convert": "USD", "skip_invalid": "true"}
+            params: dict[str, str | int] = {
+                key: ",".join(batch),
+                "convert": "USD",
+                "skip_invalid": "true",
+            }
             status, data = self._call(QUOTES_PATH, params)
             if not isinstance(data, dict):
                 raise InvalidPayload(PROVIDER, f"{QUOTES_PATH} data is not an object")
@@ -91,20 +176,73 @@ class CoinMarketCapClient:
             if http_status >= 500 or http_status == 429:
                 raise ProviderUnavailable(PROVIDER, f"HTTP {http_status} from {path}")
             raise InvalidPayload(PROVIDER, f"{path} answered without a status object")
-        error_code = status.get("error_code")
-        if http_status != 200 or error_code not in (0, "0", None):
-            reason = one_line(status.get("error_message")) or "no message"
-            described = f"HTTP {http_status}, error {error_code} on {path}: {reason}"
-            if http_status >= 500 or http_status == 429:
-                raise ProviderUnavailable(PROVIDER, described)
-            raise ProviderRejected(PROVIDER, described)
+        error_code = int_or_none(status.get("error_code"))
+        if http_status != 200 or error_code not in (0, None):
+            _raise_error(http_status, error_code, status, path)
         if "data" not in payload:
             raise InvalidPayload(PROVIDER, f"{path} answered without data")
         return status, payload["data"]
 
 
+class CoinMarketCapRanking:
+    """CoinMarketCap as the ranking provider: the top N by volume, with ids and prices."""
+
+    source = Source.COINMARKETCAP
+    measure = VOLUME_MEASURE
+
+    def __init__(self, client: CoinMarketCapClient) -> None:
+        self.client = client
+
+    def close(self) -> None:
+        self.client.close()
+
+    def credits_for(self, count: int) -> int:
+        return math.ceil(count / LISTING_ASSETS_PER_CREDIT)
+
+    def top_by_volume(self, count: int) -> Ranking:
+        quotes = self.client.listings(limit=count, sort=VOLUME_MEASURE)
+        coins = [
+            RankedCoin(
+                rank=rank,
+                symbol=quote.symbol,
+                name=quote.name,
+                provider_asset_id=quote.cmc_id,
+                slug=quote.slug,
+                cmc_id=quote.cmc_id,
+                volume_24h_usd=quote.volume_24h,
+                price_usd=quote.price_usd,
+                price_updated_at=quote.last_updated,
+            )
+            for rank, quote in enumerate(quotes.items[:count], start=1)
+        ]
+        check_length(PROVIDER, coins, count, None)
+        return Ranking(coins, quotes.credit_count)
+
+
+def _raise_error(http_status: int, code: int | None, status: dict[str, Any], path: str) -> None:
+    reason = one_line(status.get("error_message")) or "no message"
+    where = f"HTTP {http_status}, error {code} on {path}"
+    if http_status == 401 or code in (1001, 1002):
+        raise ProviderRejected(PROVIDER, f"key rejected: {reason} ({where})")
+    if http_status in (402, 403) or code in range(1003, 1008):
+        raise ProviderRejected(PROVIDER, f"plan refused the call: {reason} ({where})")
+    if http_status == 429 or code in _LIMIT_REASONS:
+        summary = _LIMIT_REASONS.get(code or 0, "rate limited")
+        raise ProviderUnavailable(PROVIDER, f"{summary}: {reason} ({where})")
+    if http_status >= 500:
+        raise ProviderUnavailable(PROVIDER, f"{where}: {reason}")
+    raise ProviderRejected(PROVIDER, f"{where}: {reason}")
+
+
+def _object(data: Any, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, dict):
+        raise InvalidPayload(PROVIDER, f"{KEY_INFO_PATH} has no {key} object")
+    return value
+
+
 def _flatten(data: dict[str, Any]) -> Iterator[Any]:
-    """v2 quotes map each requested key to an asset (id, slug) or to a list (symbol)."""
+    """v2 quotes map each requested key to an asset (id) or to a list of them (symbol)."""
     for value in data.values():
         if isinstance(value, list):
             yield from value
@@ -132,7 +270,19 @@ def _parse_asset(asset: Any) -> Quote:
         cmc_rank=int_or_none(asset.get("cmc_rank")),
         price_usd=decimal_or_none(usd.get("price")),
         last_updated=datetime_or_none(usd.get("last_updated")),
+        volume_24h=decimal_or_none(usd.get("volume_24h")),
     )
+
+
+def _parse_map_asset(item: Any) -> MapAsset:
+    if not isinstance(item, dict):
+        raise InvalidPayload(PROVIDER, f"{MAP_PATH}: an asset is not a JSON object")
+    cmc_id = int_or_none(item.get("id"))
+    symbol, name, slug = item.get("symbol"), item.get("name"), item.get("slug")
+    if cmc_id is None or not all(isinstance(v, str) and v for v in (symbol, name, slug)):
+        shown = one_line(item.get("id"), 20)
+        raise InvalidPayload(PROVIDER, f"{MAP_PATH}: asset {shown} lacks id, symbol, name or slug")
+    return MapAsset(cmc_id, str(symbol), str(name), str(slug), int_or_none(item.get("rank")))
 
 
 def _credits(status: dict[str, Any]) -> int:

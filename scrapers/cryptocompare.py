@@ -1,72 +1,68 @@
-"""CryptoCompare client: the ranking of assets by 24h total volume."""
+"""CryptoCompare's legacy min-api client: the ranking of assets by 24 h total volume.
+
+Upstream moved to CoinDesk Data (``scrapers.coindesk``); this endpoint is still served,
+but only with a key since 2026-05-21.  Errors arrive in two forms: the legacy HTTP 200
+``"Response": "Error"`` body, and the newer HTTP 401 ``{"Data": {}, "Err": {...}}``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from topcoins.models import Source
 from topcoins.settings import CryptoCompareSettings, HttpSettings
 
+from .coindesk import raise_err
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import decimal_or_none, int_or_none, one_line
+from .payload import decimal_or_none, int_or_none, one_line, unix_time_or_none
+from .ranking import Page, RankedCoin, Ranking, collect_pages
 
 PROVIDER = "CryptoCompare"
 TOP_PATH = "/data/top/totalvolfull"
-PAGE_SIZE = 100
-MIN_PAGE_SIZE = 10
-
-
-@dataclass(frozen=True)
-class RankedCoin:
-    rank: int
-    symbol: str
-    name: str
-    cryptocompare_id: int | None
-    volume_24h_usd: Decimal | None
-    price_usd: Decimal | None
+MEASURE = "TOTALVOLUME24HTO"
+MAX_PAGES = 100
+# The legacy error ``Type`` of a rejected or missing key.
+KEY_ERROR_TYPE = 1
 
 
 class CryptoCompareClient:
-    def __init__(self, settings: CryptoCompareSettings, http: HttpSettings) -> None:
-        headers = {"Authorization": f"Apikey {settings.api_key}"} if settings.api_key else {}
-        self._http = ProviderSession(PROVIDER, settings.base_url, http, headers)
+    source = Source.CRYPTOCOMPARE
+    measure = MEASURE
+
+    def __init__(
+        self, settings: CryptoCompareSettings, http: HttpSettings, *, deadline: float | None = None
+    ) -> None:
+        headers = {"Authorization": f"Apikey {settings.api_key}"}
+        self._http = ProviderSession(PROVIDER, settings.base_url, http, headers, deadline=deadline)
 
     def close(self) -> None:
         self._http.close()
 
-    def top_by_volume(self, count: int) -> list[RankedCoin]:
-        """The top ``count`` assets, paging from page 0; advertising is not part of it."""
-        coins: list[RankedCoin] = []
-        page = 0
-        page_size = max(MIN_PAGE_SIZE, min(PAGE_SIZE, count))
-        available: int | None = None
-        while len(coins) < count:
-            payload = self._get_page(page, page_size)
-            available = _metadata_count(payload, available)
-            entries = payload["Data"]
-            for entry in entries:
-                coins.append(_parse_entry(entry, rank=len(coins) + 1))
-            if len(entries) < page_size:
-                break
-            page += 1
-        coins = coins[:count]
-        expected = count if available is None else min(count, available)
-        if not coins or len(coins) < expected:
-            raise InvalidPayload(PROVIDER, f"ranking holds {len(coins)} coins, expected {expected}")
-        return coins
+    def credits_for(self, count: int) -> int:
+        return 0
 
-    def _get_page(self, page: int, limit: int) -> dict[str, Any]:
+    def top_by_volume(self, count: int) -> Ranking:
+        """The top ``count`` assets, paging from page 0; advertising is not part of it."""
+        pages = range(MAX_PAGES)
+        return Ranking(collect_pages(PROVIDER, count, pages, self._get_page, _parse_entry))
+
+    def _get_page(self, page: int, limit: int) -> Page:
         status, payload = self._http.get_json(
             TOP_PATH, {"tsym": "USD", "limit": limit, "page": page}
         )
         if not isinstance(payload, dict):
+            if status >= 500 or status == 429:
+                raise ProviderUnavailable(PROVIDER, f"HTTP {status} from {TOP_PATH} page {page}")
             raise InvalidPayload(PROVIDER, f"{TOP_PATH} page {page} is not a JSON object")
+        if payload.get("Err"):
+            raise_err(PROVIDER, status, payload["Err"], f"{TOP_PATH} page {page}")
         if payload.get("Response") == "Error":
             message = one_line(payload.get("Message")) or "unspecified error"
             if _is_rate_limit(payload):
                 raise ProviderUnavailable(PROVIDER, f"rate limited: {message}")
+            if _is_key_error(payload):
+                raise ProviderRejected(PROVIDER, f"key rejected: {message}")
             raise ProviderRejected(PROVIDER, f"error on {TOP_PATH} page {page}: {message}")
         if status >= 500 or status == 429:
             raise ProviderUnavailable(PROVIDER, f"HTTP {status} from {TOP_PATH} page {page}")
@@ -74,17 +70,18 @@ class CryptoCompareClient:
             raise ProviderRejected(PROVIDER, f"HTTP {status} from {TOP_PATH} page {page}")
         if not isinstance(payload.get("Data"), list):
             raise InvalidPayload(PROVIDER, f"{TOP_PATH} page {page} has no Data list")
-        return payload
+        return Page(payload["Data"], _metadata_count(payload))
 
 
-def _metadata_count(payload: dict[str, Any], previous: int | None) -> int | None:
+def _metadata_count(payload: dict[str, Any]) -> int | None:
+    """Older answers have no ``MetaData``: then only a short page says where the ranking ends."""
     metadata = payload.get("MetaData")
     if isinstance(metadata, dict) and isinstance(metadata.get("Count"), int):
         return metadata["Count"]
-    return previous
+    return None
 
 
-def _parse_entry(entry: Any, *, rank: int) -> RankedCoin:
+def _parse_entry(entry: Any, rank: int) -> RankedCoin:
     info = entry.get("CoinInfo") if isinstance(entry, dict) else None
     if not isinstance(info, dict):
         raise InvalidPayload(PROVIDER, f"entry at rank {rank} has no CoinInfo")
@@ -98,11 +95,13 @@ def _parse_entry(entry: Any, *, rank: int) -> RankedCoin:
     usd = usd if isinstance(usd, dict) else {}
     return RankedCoin(
         rank=rank,
-        symbol=symbol.strip(),
+        # "HOT*": CryptoCompare stars a ticker that another of its assets also uses.
+        symbol=symbol.strip().rstrip("*") or symbol.strip(),
         name=name.strip(),
-        cryptocompare_id=int_or_none(info.get("Id")),
-        volume_24h_usd=decimal_or_none(usd.get("TOTALVOLUME24HTO")),
+        provider_asset_id=int_or_none(info.get("Id")),
+        volume_24h_usd=decimal_or_none(usd.get(MEASURE)),
         price_usd=decimal_or_none(usd.get("PRICE")),
+        price_updated_at=unix_time_or_none(usd.get("LASTUPDATE")),
     )
 
 
@@ -110,3 +109,8 @@ def _is_rate_limit(payload: dict[str, Any]) -> bool:
     if payload.get("Type") == 99:
         return True
     return "rate limit" in str(payload.get("Message", "")).lower()
+
+
+def _is_key_error(payload: dict[str, Any]) -> bool:
+    message = str(payload.get("Message", "")).lower()
+    return payload.get("Type") == KEY_ERROR_TYPE or "api key" in message

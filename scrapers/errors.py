@@ -27,3 +27,7 @@ class ProviderRejected(ProviderError):
 
 class InvalidPayload(ProviderError):
     """The provider answered, but with something we must not store."""
+
+
+class NothingToDo(Exception):
+    """The run has nothing new to store; it ends as skipped, writes nothing and exits 0."""

@@ -64,12 +64,19 @@ class ProviderSession:
     """HTTP access to one provider for one run; every call shares the run's deadline."""
 
     def __init__(
-        self, provider: str, base_url: str, settings: HttpSettings, headers: dict[str, str]
+        self,
+        provider: str,
+        base_url: str,
+        settings: HttpSettings,
+        headers: dict[str, str],
+        *,
+        deadline: float | None = None,
     ) -> None:
+        """``deadline`` (``time.monotonic()``) is shared when one run talks to two providers."""
         self.provider = provider
         self.base_url = base_url
         self.timeout = settings.timeout_seconds
-        self.deadline = time.monotonic() + settings.deadline_seconds
+        self.deadline = deadline or time.monotonic() + settings.deadline_seconds
         retry = DeadlineRetry(
             total=settings.retries,
             status_forcelist=RETRY_STATUSES,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,3 +35,11 @@ def datetime_or_none(value: Any) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def unix_time_or_none(value: Any) -> datetime | None:
+    """Unix seconds, as CryptoCompare and CoinDesk send times; absurd values become ``None``."""
+    seconds = int_or_none(value)
+    if seconds is None or not 0 < seconds < 2**33:
+        return None
+    return datetime.fromtimestamp(seconds, UTC)

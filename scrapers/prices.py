@@ -1,31 +1,36 @@
-"""The price scrape: CoinMarketCap quotes for every coin of the latest ranking.
+"""The price scrape: CoinMarketCap USD quotes for the coins of the latest ranking, by id.
 
-CoinMarketCap's own listing is ordered by market cap, and a coin with a high volume
-can sit thousands of places down there, so we ask for the ranked coins themselves:
-1. every ranked symbol without an alias, by symbol (v2 answers every asset with it);
-2. ranked coins that step 1 matched neither by symbol nor by name, by the slug their
-   name would have (CryptoCompare "IOT" "IOTA" is CoinMarketCap "iota");
-3. the CoinMarketCap ids that operators pinned in ``symbol_aliases``.
-Steps 2 and 3 are usually empty or tiny, so a run costs about one credit per 100
-assets returned.  Which asset matches which coin is decided by the ``top_coins`` view.
+Every ranked coin was resolved to a CoinMarketCap id when it was ranked, so a run asks
+``quotes/latest?id=`` for exactly those ids: about one credit per 100 coins, and no asset
+it did not ask for.  When CoinMarketCap is the ranking provider its listing carried the
+prices already: the run reuses them and spends nothing.
+
+Coins without an id are looked up by ticker only while the id map cannot be trusted to
+know them (no map yet, or no refresh for two days).  With a fresh map, a coin it cannot
+resolve is not an active CoinMarketCap asset, and a ticker lookup would be billed every
+run to find namesakes.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from topcoins.models import PriceQuote, RankingEntry, RunStatus, ScrapeRun, Source, SymbolAlias
+from topcoins.models import PriceQuote, RankingEntry, ResolvedBy, RunKind, Source, latest_runs
 
-from .coinmarketcap import PROVIDER, CoinMarketCapClient, Quotes
-from .errors import InvalidPayload, ScrapeError
+from .budget import CreditBudget
+from .coinmarketcap import PROVIDER, QUOTE_ASSETS_PER_CREDIT, CoinMarketCapClient, Quote, Quotes
+from .errors import InvalidPayload, NothingToDo, ScrapeError
+from .resolution import map_is_trusted, map_refreshed_at
 from .snapshots import Snapshot
 
-# Below this share of ranked symbols found, the answer is broken rather than sparse.
-MIN_SYMBOL_COVERAGE = 0.5
+# Below this share of the asked ids answered, the answer is broken rather than sparse.
+MIN_ID_COVERAGE = 0.5
 _QUERYABLE_SYMBOL = re.compile(r"[A-Za-z0-9$._@-]{1,30}")
 
 
@@ -34,77 +39,121 @@ class NoRankingYet(ScrapeError):
 
 
 @dataclass(frozen=True)
-class Target:
-    symbol: str
-    name: str
-    alias_cmc_id: int | None
+class LatestRanking:
+    run_id: int
+    source: str
+    finished_at: datetime
+    entries: list[RankingEntry]
 
 
 class PricesJob:
+    kind = RunKind.PRICES
     source = Source.COINMARKETCAP
+    measure = None
 
-    def __init__(self, client: CoinMarketCapClient) -> None:
+    def __init__(self, client: CoinMarketCapClient, budget: CreditBudget) -> None:
         self.client = client
+        self.budget = budget
 
     def fetch(self, session: Session) -> Snapshot:
         with session.begin():
-            targets = latest_targets(session)
-        if not targets:
+            ranking = latest_ranking(session)
+            refreshed_at = map_refreshed_at(session)
+            priced_at = session.scalar(
+                select(latest_runs.c.finished_at).where(latest_runs.c.kind == RunKind.PRICES)
+            )
+        if ranking is None:
             raise NoRankingYet("no ranking snapshot yet: run `python -m scrapers ranks` first")
-        quotes = self.collect(targets)
-        unique = {quote.cmc_id: quote for quote in quotes.items}
-        rows = [asdict(quote) for quote in unique.values()]
-        priced = sum(1 for q in unique.values() if q.price_usd is not None)
+        reused = reused_quotes(ranking)
+        ids = {e.cmc_id for e in ranking.entries if e.cmc_id is not None} - reused.keys()
+        by_ticker: list[RankingEntry] = []
+        if not map_is_trusted(refreshed_at, datetime.now(UTC)):
+            by_ticker = [
+                e
+                for e in ranking.entries
+                if e.cmc_id is None and _QUERYABLE_SYMBOL.fullmatch(e.symbol)
+            ]
+        if reused and not ids and not by_ticker and priced_at and priced_at > ranking.finished_at:
+            raise NothingToDo(f"the prices of ranking run {ranking.run_id} are stored already")
+
+        self.budget.read()
+        cost = math.ceil(len(ids) / QUOTE_ASSETS_PER_CREDIT) + (1 if by_ticker else 0)
+        self.budget.allow(cost, f"pricing {len(ids) + len(by_ticker)} coins")
+        quotes = Quotes(list(reused.values()))
+        if ids:
+            quotes.extend(self._by_id(ids))
+        if by_ticker:
+            by_symbol = self.client.quotes_by_symbol(e.symbol for e in by_ticker)
+            self.budget.record(by_symbol.credit_count)
+            quotes.extend(by_symbol)
+
+        unique: dict[int, Quote] = {}
+        for quote in quotes.items:
+            unique.setdefault(quote.cmc_id, quote)
         return Snapshot(
             PriceQuote,
-            rows,
-            credit_count=quotes.credit_count,
-            details={"targets": len(targets), "priced_assets": priced},
+            [_row(quote) for quote in unique.values()],
+            credit_count=self.budget.spent,
+            ticker_lookups=len(by_ticker),
+            details={
+                "targets": len(ranking.entries),
+                "reused_quotes": len(reused),
+                "priced_assets": sum(1 for q in unique.values() if q.price_usd is not None),
+            },
         )
+
+    def _by_id(self, ids: set[int]) -> Quotes:
+        quotes = self.client.quotes_by_id(ids)
+        self.budget.record(quotes.credit_count)
+        answered = len({q.cmc_id for q in quotes.items} & ids)
+        if answered < MIN_ID_COVERAGE * len(ids):
+            raise InvalidPayload(PROVIDER, f"quotes cover only {answered} of {len(ids)} asked ids")
+        return quotes
 
     def close(self) -> None:
         self.client.close()
 
-    def collect(self, targets: list[Target]) -> Quotes:
-        by_symbol = [t for t in targets if t.alias_cmc_id is None]
-        symbols = {t.symbol for t in by_symbol if _QUERYABLE_SYMBOL.fullmatch(t.symbol)}
-        quotes = self.client.quotes_by_symbol(symbols)
-        found = {q.symbol for q in quotes.items}
-        if symbols and len(found & symbols) < MIN_SYMBOL_COVERAGE * len(symbols):
-            raise InvalidPayload(
-                PROVIDER,
-                f"quotes cover only {len(found & symbols)} of {len(symbols)} ranked symbols",
-            )
 
-        names = {q.name.lower() for q in quotes.items}
-        unmatched = [t for t in by_symbol if t.symbol not in found and t.name.lower() not in names]
-        slugs = {slug for t in unmatched if (slug := slugify(t.name))}
-        if slugs:
-            quotes.extend(self.client.quotes_by_slug(slugs))
-
-        aliased = {t.alias_cmc_id for t in targets if t.alias_cmc_id is not None}
-        if aliased:
-            quotes.extend(self.client.quotes_by_id(aliased))
-        return quotes
-
-
-def latest_targets(session: Session) -> list[Target]:
-    latest = (
-        select(ScrapeRun.id)
-        .where(ScrapeRun.source == Source.CRYPTOCOMPARE, ScrapeRun.status == RunStatus.SUCCEEDED)
-        .order_by(ScrapeRun.id.desc())
-        .limit(1)
-        .scalar_subquery()
+def latest_ranking(session: Session) -> LatestRanking | None:
+    run = session.execute(
+        select(latest_runs.c.id, latest_runs.c.source, latest_runs.c.finished_at).where(
+            latest_runs.c.kind == RunKind.RANKING
+        )
+    ).one_or_none()
+    if run is None:
+        return None
+    entries = session.scalars(
+        select(RankingEntry).where(RankingEntry.run_id == run.id).order_by(RankingEntry.rank)
     )
-    rows = session.execute(
-        select(RankingEntry.symbol, RankingEntry.name, SymbolAlias.cmc_id)
-        .outerjoin(SymbolAlias, SymbolAlias.symbol == RankingEntry.symbol)
-        .where(RankingEntry.run_id == latest)
-        .order_by(RankingEntry.rank)
-    )
-    return [Target(symbol, name, alias) for symbol, name, alias in rows]
+    return LatestRanking(run.id, run.source, run.finished_at, list(entries))
 
 
-def slugify(name: str) -> str:
-    """CoinMarketCap's slug convention: lower case, words joined by hyphens."""
-    return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
+def reused_quotes(ranking: LatestRanking) -> dict[int, Quote]:
+    """A CoinMarketCap ranking's own prices, for the coins it identified itself."""
+    if ranking.source != Source.COINMARKETCAP:
+        return {}
+    return {
+        e.cmc_id: Quote(
+            cmc_id=e.cmc_id,
+            symbol=e.symbol,
+            name=e.name,
+            slug=e.slug,
+            cmc_rank=None,
+            price_usd=e.price_usd,
+            last_updated=e.price_updated_at,
+        )
+        for e in ranking.entries
+        if e.cmc_id is not None and e.resolved_by == ResolvedBy.PROVIDER
+    }
+
+
+def _row(quote: Quote) -> dict[str, object]:
+    return {
+        "cmc_id": quote.cmc_id,
+        "symbol": quote.symbol,
+        "name": quote.name,
+        "slug": quote.slug,
+        "cmc_rank": quote.cmc_rank,
+        "price_usd": quote.price_usd,
+        "last_updated": quote.last_updated,
+    }

@@ -19,32 +19,40 @@ JOB = "top_coins_scraper"
 
 
 def push_run(url: str, report: RunReport, *, timeout: float = 5.0) -> None:
+    """Grouped by kind, so that switching provider replaces the group rather than adding one."""
     registry = CollectorRegistry()
-    labels = {"registry": registry}
-    Gauge("top_coins_scrape_duration_seconds", "Duration of the last run", **labels).set(
-        report.duration_seconds
-    )
-    Gauge("top_coins_scrape_items", "Rows stored by the last run", **labels).set(report.item_count)
-    Gauge("top_coins_scrape_credits", "Provider credits spent by the last run", **labels).set(
-        report.credit_count or 0
+    source = report.source.value
+
+    def gauge(name: str, documentation: str, value: float) -> None:
+        Gauge(name, documentation, ["source"], registry=registry).labels(source).set(value)
+
+    gauge("top_coins_scrape_duration_seconds", "Duration of the last run", report.duration_seconds)
+    gauge("top_coins_scrape_items", "Rows stored by the last run", report.item_count)
+    gauge(
+        "top_coins_scrape_credits",
+        "CoinMarketCap credits spent by the last run",
+        report.credit_count or 0,
     )
     outcome = Gauge(
-        "top_coins_scrape_outcome", "1 for the outcome of the last run", ["outcome"], **labels
+        "top_coins_scrape_outcome",
+        "1 for the outcome of the last run",
+        ["source", "outcome"],
+        registry=registry,
     )
     for value in Outcome:
-        outcome.labels(value.value).set(1 if report.outcome is value else 0)
+        outcome.labels(source, value.value).set(1 if report.outcome is value else 0)
     if report.outcome is Outcome.SUCCEEDED:
         # Pushed only on success: pushadd keeps the previous value when a run fails.
-        Gauge(
+        gauge(
             "top_coins_scrape_last_success_timestamp_seconds",
             "When the last successful run ended",
-            **labels,
-        ).set(time.time())
+            time.time(),
+        )
     try:
         pushadd_to_gateway(
             url,
             job=JOB,
-            grouping_key={"source": report.source.value},
+            grouping_key={"kind": report.kind.value},
             registry=registry,
             timeout=timeout,
         )

@@ -14,18 +14,31 @@ from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from topcoins.models import Source
+from topcoins.models import RunKind, Source
 from topcoins.tracing import current_ids
 
-from .errors import ScrapeError
-from .snapshots import Snapshot, exclusive, prune, record_failure, write_snapshot
+from .budget import CreditBudget
+from .errors import NothingToDo, ScrapeError
+from .snapshots import RunRecord, Snapshot, exclusive, prune, record_failure, write_snapshot
 
 log = logging.getLogger("scrapers.run")
 tracer = trace.get_tracer("scrapers")
 
 
 class Job(Protocol):
-    source: Source
+    @property
+    def kind(self) -> RunKind: ...
+
+    @property
+    def source(self) -> Source: ...
+
+    @property
+    def measure(self) -> str | None: ...
+
+    @property
+    def budget(self) -> CreditBudget | None:
+        """Set when the run may spend CoinMarketCap credits: its reading and spend are recorded."""
+        ...
 
     def fetch(self, session: Session) -> Snapshot:
         """Call the provider; ``session`` is for short reads in their own transaction."""
@@ -44,6 +57,7 @@ class Outcome(enum.StrEnum):
 class RunReport:
     """What a run did, for its log line, its span and the optional Pushgateway."""
 
+    kind: RunKind
     source: Source
     outcome: Outcome = Outcome.SKIPPED
     run_id: int | None = None
@@ -55,6 +69,7 @@ class RunReport:
 
     def log_fields(self) -> dict[str, Any]:
         return {
+            "kind": self.kind.value,
             "source": self.source.value,
             "outcome": self.outcome.value,
             "run_id": self.run_id,
@@ -67,10 +82,9 @@ class RunReport:
 
 def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> RunReport:
     """Fetch and store one snapshot; a provider failure leaves a failed run and nothing else."""
-    with tracer.start_as_current_span(
-        f"scrape {job.source.value}", attributes={"topcoins.source": job.source.value}
-    ) as span:
-        report = RunReport(job.source)
+    attributes = {"topcoins.kind": job.kind.value, "topcoins.source": job.source.value}
+    with tracer.start_as_current_span(f"scrape {job.kind.value}", attributes=attributes) as span:
+        report = RunReport(job.kind, job.source)
         ids = current_ids()
         report.trace_id = ids[0] if ids else None
         clock = time.monotonic()
@@ -83,42 +97,43 @@ def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> RunReport:
         if report.outcome is Outcome.FAILED:
             span.set_status(Status(StatusCode.ERROR, report.details.get("error")))
         fields = report.log_fields()
+        name = f"{job.kind.value} scrape ({job.source.value})"
         if report.outcome is Outcome.SKIPPED:
-            log.info(
-                "another %s scrape holds the lock; skipped without writing",
-                job.source.value,
-                extra=fields,
-            )
+            log.info("%s skipped without writing: %s", name, fields["reason"], extra=fields)
         elif report.outcome is Outcome.FAILED:
-            log.error("%s scrape failed: %s", job.source.value, fields["error"], extra=fields)
+            log.error("%s failed: %s", name, fields["error"], extra=fields)
         else:
-            log.info(
-                "%s scrape succeeded: %d items", job.source.value, report.item_count, extra=fields
-            )
+            log.info("%s succeeded: %d items", name, report.item_count, extra=fields)
     return report
 
 
 def _run(engine: Engine, job: Job, retention: timedelta, report: RunReport) -> None:
-    started_at = datetime.now(UTC)
-    with exclusive(engine, job.source) as connection:
+    record = RunRecord(
+        job.kind, job.source, datetime.now(UTC), trace_id=report.trace_id, measure=job.measure
+    )
+    with exclusive(engine, job.kind) as connection:
         if connection is None:
+            report.details["reason"] = f"another {job.kind.value} scrape holds the lock"
             return
         with Session(bind=connection, expire_on_commit=False) as session:
             try:
                 snapshot = job.fetch(session)
+            except NothingToDo as exc:
+                report.details["reason"] = str(exc)
+                return
             except ScrapeError as exc:
+                record.usage = job.budget.usage if job.budget else None
+                spent = job.budget.spent if job.budget else None
                 with session.begin():
-                    run = record_failure(
-                        session, job.source, started_at, str(exc), trace_id=report.trace_id
-                    )
+                    run = record_failure(session, record, str(exc), credit_count=spent)
                 report.outcome, report.run_id = Outcome.FAILED, run.id
+                report.credit_count = run.credit_count
                 report.details["error"] = str(exc)
                 return
+            record.usage = job.budget.usage if job.budget else None
             with session.begin():
-                run = write_snapshot(
-                    session, job.source, started_at, snapshot, trace_id=report.trace_id
-                )
-                pruned = prune(session, job.source, retention)
+                run = write_snapshot(session, record, snapshot)
+                pruned = prune(session, job.kind, retention)
     report.outcome, report.run_id = Outcome.SUCCEEDED, run.id
     report.item_count, report.credit_count = run.item_count, run.credit_count
     report.details.update(snapshot.details, pruned_runs=pruned)

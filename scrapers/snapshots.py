@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, CursorResult, Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from topcoins.models import Base, RunStatus, ScrapeRun, Source
+from topcoins.models import Base, RunKind, RunStatus, ScrapeRun, Source
 
-# Session-level advisory lock keys, one per source, so that two runs of the same
+from .coinmarketcap import CreditUsage
+
+# Session-level advisory lock keys, one per kind of run, so that two runs of the same
 # scraper never overlap while the two scrapers never wait for each other.
-LOCK_KEYS = {Source.CRYPTOCOMPARE: 7_140_101, Source.COINMARKETCAP: 7_140_102}
+LOCK_KEYS = {RunKind.RANKING: 7_140_101, RunKind.PRICES: 7_140_102}
 
 
 @dataclass
@@ -25,16 +27,46 @@ class Snapshot:
     table: type[Base]
     rows: Sequence[dict[str, Any]]
     credit_count: int | None = None
+    ticker_lookups: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # Further writes that must commit with the snapshot or not at all (the id map).
+    prepare: Callable[[Session], None] | None = None
+
+
+@dataclass
+class RunRecord:
+    """The columns a run's row gets whatever its outcome."""
+
+    kind: RunKind
+    source: Source
+    started_at: datetime
+    trace_id: str | None = None
+    measure: str | None = None
+    usage: CreditUsage | None = None
+
+    def row(self, status: RunStatus, **columns: Any) -> ScrapeRun:
+        usage = self.usage
+        return ScrapeRun(
+            kind=self.kind,
+            source=self.source,
+            status=status,
+            started_at=self.started_at,
+            trace_id=self.trace_id,
+            measure=self.measure,
+            credit_limit_monthly=usage.credit_limit_monthly if usage else None,
+            credits_left_monthly=usage.credits_left_monthly if usage else None,
+            credits_reset_at=usage.reset_at if usage else None,
+            **columns,
+        )
 
 
 @contextmanager
-def exclusive(engine: Engine, source: Source) -> Iterator[Connection | None]:
-    """A connection holding the source's lock, or ``None`` if another run holds it.
+def exclusive(engine: Engine, kind: RunKind) -> Iterator[Connection | None]:
+    """A connection holding the kind's lock, or ``None`` if another run holds it.
 
     The lock lives as long as the connection, so a killed scraper cannot leave it behind.
     """
-    key = LOCK_KEYS[source]
+    key = LOCK_KEYS[kind]
     with engine.connect() as connection:
         acquired = connection.scalar(select(func.pg_try_advisory_lock(key)))
         connection.commit()
@@ -49,59 +81,46 @@ def exclusive(engine: Engine, source: Source) -> Iterator[Connection | None]:
             connection.commit()
 
 
-def write_snapshot(
-    session: Session,
-    source: Source,
-    started_at: datetime,
-    snapshot: Snapshot,
-    trace_id: str | None = None,
-) -> ScrapeRun:
-    run = ScrapeRun(
-        source=source,
-        status=RunStatus.SUCCEEDED,
-        started_at=started_at,
+def write_snapshot(session: Session, record: RunRecord, snapshot: Snapshot) -> ScrapeRun:
+    run = record.row(
+        RunStatus.SUCCEEDED,
         item_count=len(snapshot.rows),
         credit_count=snapshot.credit_count,
-        trace_id=trace_id,
+        ticker_lookups=snapshot.ticker_lookups,
     )
     session.add(run)
     session.flush()
+    if snapshot.prepare is not None:
+        snapshot.prepare(session)
     session.execute(insert(snapshot.table), [{**row, "run_id": run.id} for row in snapshot.rows])
     return run
 
 
 def record_failure(
-    session: Session,
-    source: Source,
-    started_at: datetime,
-    error: str,
-    trace_id: str | None = None,
+    session: Session, record: RunRecord, error: str, credit_count: int | None = None
 ) -> ScrapeRun:
-    run = ScrapeRun(
-        source=source,
-        status=RunStatus.FAILED,
-        started_at=started_at,
-        item_count=0,
-        error=error,
-        trace_id=trace_id,
-    )
+    run = record.row(RunStatus.FAILED, item_count=0, error=error, credit_count=credit_count)
     session.add(run)
     session.flush()
     return run
 
 
-def prune(session: Session, source: Source, retention: timedelta) -> int:
+def prune(session: Session, kind: RunKind, retention: timedelta) -> int:
     """Delete runs older than the retention, but never the latest good snapshot."""
     latest_success = (
         select(func.max(ScrapeRun.id))
-        .where(ScrapeRun.source == source, ScrapeRun.status == RunStatus.SUCCEEDED)
+        .where(ScrapeRun.kind == kind, ScrapeRun.status == RunStatus.SUCCEEDED)
         .scalar_subquery()
     )
-    result = session.execute(
-        delete(ScrapeRun).where(
-            ScrapeRun.source == source,
-            ScrapeRun.finished_at < func.now() - retention,
-            ScrapeRun.id != func.coalesce(latest_success, 0),
-        )
+    # DML answers with a cursor result, which counts the rows it deleted.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            delete(ScrapeRun).where(
+                ScrapeRun.kind == kind,
+                ScrapeRun.finished_at < func.now() - retention,
+                ScrapeRun.id != func.coalesce(latest_success, 0),
+            )
+        ),
     )
     return result.rowcount

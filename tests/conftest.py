@@ -17,12 +17,19 @@ from api import create_app
 from devtools.postgres import PostgresUnavailable, drop_database, ensure_database, find_server
 from fakeproviders import FakeProviders
 from scrapers.cli import main as scrapers_main
-from tests.support import CMC_KEY, Gunicorn, Store, alembic_config
+from tests.support import (
+    CMC_KEY,
+    COINDESK_KEY,
+    CRYPTOCOMPARE_KEY,
+    Gunicorn,
+    Store,
+    alembic_config,
+)
 from topcoins.db import make_engine
 from topcoins.settings import ApiSettings, database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = "scrape_runs, ranking_entries, price_quotes, symbol_aliases"
+TABLES = "scrape_runs, ranking_entries, price_quotes, symbol_aliases, cmc_assets"
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +81,9 @@ def db(engine: Engine) -> Engine:
 
 @pytest.fixture(scope="session")
 def provider_server() -> Iterator[FakeProviders]:
-    with FakeProviders(coinmarketcap_key=CMC_KEY) as server:
+    with FakeProviders(
+        coindesk_key=COINDESK_KEY, cryptocompare_key=CRYPTOCOMPARE_KEY, coinmarketcap_key=CMC_KEY
+    ) as server:
         yield server
 
 
@@ -91,9 +100,12 @@ def env(db: Engine, db_url: str, providers: FakeProviders) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "DATABASE_URL": db_url,
+        "COINDESK_API_KEY": COINDESK_KEY,
+        "COINDESK_BASE_URL": providers.coindesk_url,
+        "CRYPTOCOMPARE_API_KEY": CRYPTOCOMPARE_KEY,
+        "CRYPTOCOMPARE_BASE_URL": providers.cryptocompare_url,
         "COINMARKETCAP_API_KEY": CMC_KEY,
         "COINMARKETCAP_BASE_URL": providers.coinmarketcap_url,
-        "CRYPTOCOMPARE_BASE_URL": providers.cryptocompare_url,
         "HTTP_TIMEOUT_SECONDS": "2",
         "HTTP_RETRIES": "2",
         "HTTP_BACKOFF_SECONDS": "0.05",

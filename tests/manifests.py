@@ -12,9 +12,11 @@ import base64
 import functools
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,12 @@ TREES = {
     "base": K8S / "base",
     "local": K8S / "overlays" / "local",
     "production": K8S / "overlays" / "production",
+}
+# Components an operator may add to a tree; ``render("base+ranking-coinmarketcap")`` renders
+# the base as an overlay adding that component would.
+COMPONENTS = {
+    "monitoring": K8S / "components" / "monitoring",
+    "ranking-coinmarketcap": K8S / "components" / "ranking-coinmarketcap",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
@@ -53,11 +61,33 @@ def kubectl() -> str | None:
 
 @functools.cache
 def render(tree: str) -> tuple[Obj, ...]:
-    """``kubectl kustomize`` output; cached because every test reads the same three trees."""
-    command = [kubectl() or "kubectl", "kustomize", str(TREES[tree])]
+    """``kubectl kustomize`` output; cached because every test reads the same few trees.
+
+    ``tree`` is a name from TREES, optionally followed by ``+component`` names from COMPONENTS:
+    those render through a throwaway overlay that names the tree as its resource and adds the
+    components, as an operator's overlay would.
+    """
+    name, *components = tree.split("+")
+    if not components:
+        return _kustomize(TREES[name])
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        # kustomize refuses absolute paths to other kustomizations; relative ones may climb.
+        overlay = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(TREES[name], root)],
+            "components": [os.path.relpath(COMPONENTS[c], root) for c in components],
+        }
+        (root / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+        return _kustomize(root)
+
+
+def _kustomize(directory: Path) -> tuple[Obj, ...]:
+    command = [kubectl() or "kubectl", "kustomize", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
-        raise AssertionError(f"kubectl kustomize {TREES[tree]} failed:\n{result.stderr}")
+        raise AssertionError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
@@ -369,3 +399,45 @@ def peer_admits(peers: list[Obj], labels: Mapping[str, str]) -> bool:
         and selects(peer.get("podSelector"), labels)
         for peer in peers
     )
+
+
+# --- CronJob schedules ---------------------------------------------------------------------
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    """One cron field: ``*``, ``n``, ``a-b``, each optionally ``/step``, comma-separated."""
+    values: set[int] = set()
+    for part in text.split(","):
+        spread, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if spread == "*":
+            first, last = low, high
+        elif "-" in spread:
+            first, last = (int(v) for v in spread.split("-"))
+        else:
+            first = int(spread)
+            last = high if step_text else first
+        if not (low <= first <= last <= high and step >= 1):
+            raise ValueError(f"cron field {text!r} is outside {low}-{high}")
+        values |= set(range(first, last + 1, step))
+    return values
+
+
+def cron_minutes(schedule: str) -> list[int]:
+    """Minutes of the hour a CronJob starts, for schedules that run every hour of every day
+    (the only kind the manifests use); anything else raises rather than being misread."""
+    fields = schedule.split()
+    if len(fields) != 5 or fields[1:] != ["*"] * 4:
+        raise ValueError(f"not an every-hour schedule: {schedule!r}")
+    return sorted(_cron_field(fields[0], 0, 59))
+
+
+def cron_gaps(schedule: str) -> list[int]:
+    """Seconds between consecutive starts over one hour, wrapping into the next."""
+    minutes = cron_minutes(schedule)
+    following = [*minutes[1:], minutes[0] + 60]
+    return [60 * (b - a) for a, b in zip(minutes, following, strict=True)]
+
+
+def runs_per_month(schedule: str, days: int = 31) -> int:
+    return len(cron_minutes(schedule)) * 24 * days

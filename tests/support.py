@@ -22,12 +22,20 @@ from alembic.config import Config
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
-from scrapers.snapshots import Snapshot, write_snapshot
-from topcoins.models import PriceQuote, RankingEntry, Source, SymbolAlias
+from scrapers import coindesk, coinmarketcap, cryptocompare
+from scrapers.snapshots import RunRecord, Snapshot, write_snapshot
+from topcoins.models import PriceQuote, RankingEntry, RunKind, Source, SymbolAlias
 from topcoins.settings import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CMC_KEY = "test-cmc-key-5f1d"
+COINDESK_KEY = "test-coindesk-key-8a2c"
+CRYPTOCOMPARE_KEY = "test-cc-key-3e9b"
+MEASURES = {
+    Source.COINDESK: coindesk.MEASURE,
+    Source.CRYPTOCOMPARE: cryptocompare.MEASURE,
+    Source.COINMARKETCAP: coinmarketcap.VOLUME_MEASURE,
+}
 T = TypeVar("T")
 
 
@@ -44,12 +52,24 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def ranking(self, coins: list[tuple[str, str]]) -> int:
+    def ranking(
+        self,
+        coins: list[tuple[str, str] | tuple[str, str, int | None, str | None]],
+        source: Source = Source.COINDESK,
+    ) -> int:
+        """Coins as (symbol, name), or (symbol, name, cmc_id, resolved_by) once resolved."""
         rows = [
-            {"rank": rank, "symbol": symbol, "name": name}
-            for rank, (symbol, name) in enumerate(coins, start=1)
+            {
+                "rank": rank,
+                "symbol": coin[0],
+                "name": coin[1],
+                "cmc_id": coin[2] if len(coin) > 2 else None,
+                "resolved_by": coin[3] if len(coin) > 3 else None,
+            }
+            for rank, coin in enumerate(coins, start=1)
         ]
-        return self._write(Source.CRYPTOCOMPARE, Snapshot(RankingEntry, rows))
+        record = RunRecord(RunKind.RANKING, source, datetime.now(UTC), measure=MEASURES[source])
+        return self._write(record, Snapshot(RankingEntry, rows))
 
     def prices(self, quotes: list[tuple[int, str, str, int | None, str | None]]) -> int:
         rows = [
@@ -62,7 +82,8 @@ class Store:
             }
             for cmc_id, symbol, name, cmc_rank, price in quotes
         ]
-        return self._write(Source.COINMARKETCAP, Snapshot(PriceQuote, rows, credit_count=1))
+        record = RunRecord(RunKind.PRICES, Source.COINMARKETCAP, datetime.now(UTC))
+        return self._write(record, Snapshot(PriceQuote, rows, credit_count=1))
 
     def alias(self, symbol: str, cmc_id: int) -> None:
         with Session(self.engine) as session, session.begin():
@@ -73,9 +94,9 @@ class Store:
             rows = connection.execute(text("SELECT * FROM top_coins ORDER BY rank"))
             return [dict(row._mapping) for row in rows]
 
-    def _write(self, source: Source, snapshot: Snapshot) -> int:
+    def _write(self, record: RunRecord, snapshot: Snapshot) -> int:
         with Session(self.engine) as session, session.begin():
-            return write_snapshot(session, source, datetime.now(UTC), snapshot).id
+            return write_snapshot(session, record, snapshot).id
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 2.0) -> T:
@@ -183,6 +204,38 @@ class RecordingServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PayloadServer:
+    """Loopback HTTP serving fixed bodies by path: recorded provider payloads, byte for byte."""
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        self.requests: list[str] = []
+        seen = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                body = bodies.get(self.path.split("?", 1)[0])
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> PayloadServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         self.server.shutdown()
         self.server.server_close()
 

@@ -49,7 +49,8 @@ def test_json_lists_ranked_coins_with_prices_and_scrape_times(client, two_coins)
         scraped_at = datetime.fromisoformat(meta[part]["scraped_at"])
         assert abs(datetime.now(UTC) - scraped_at) < timedelta(minutes=1)
         assert meta[part]["stale"] is False
-    assert meta["ranking"]["source"] == "cryptocompare"
+    assert meta["ranking"]["source"] == "coindesk"
+    assert meta["ranking"]["measure"] == "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD"
     assert meta["prices"]["source"] == "coinmarketcap"
 
 
@@ -182,7 +183,7 @@ def test_old_data_is_still_served_and_marked_stale(db, db_url, two_coins):
         connection.execute(
             text(
                 "UPDATE scrape_runs SET finished_at = now() - interval '2 hours'"
-                " WHERE source = 'coinmarketcap'"
+                " WHERE kind = 'prices'"
             )
         )
     settings = ApiSettings(

@@ -39,16 +39,24 @@ def served_by_every_worker(base: str) -> list[list[str]] | None:
     return list(csv.reader(io.StringIO(responses[-1].text)))
 
 
-def test_two_scrapes_then_200_priced_coins_as_csv(env, api, providers):
+@pytest.mark.parametrize("provider", ["coindesk", "cryptocompare", "coinmarketcap"])
+def test_two_scrapes_then_200_priced_coins_as_csv(env, api, providers, provider):
+    env = {**env, "RANKING_PROVIDER": provider}
     assert requests.get(api + "/", timeout=5).status_code == 503
     scrape(env, "ranks")
     scrape(env, "prices")
     rows = wait_for(lambda: served_by_every_worker(api))
     assert rows[0] == ["Rank", "Symbol", "Price USD"]
     assert len(rows) == 201
-    assert [r[1] for r in rows[1:]] == [c.symbol for c in providers.market.ranking[:200]]
+    meta = requests.get(api + "/", timeout=5).json()["meta"]
+    assert (meta["ranking"]["source"], meta["prices"]["source"]) == (provider, "coinmarketcap")
     priced = [r for r in rows[1:] if r[2]]
-    assert len(priced) >= 195
+    if provider == "coinmarketcap":
+        assert len(priced) == 200
+    else:
+        ranked = providers.market.ranking[:200]
+        assert [r[1] for r in rows[1:]] == [c.symbol.rstrip("*") for c in ranked]
+        assert len(priced) == sum(1 for c in ranked if c.cmc_id is not None) == 199
     assert all("e" not in r[2].lower() for r in priced)
     assert requests.get(api + "/readyz", timeout=5).status_code == 200
     assert providers.requests, "scrapers talked to the fakes"
@@ -62,7 +70,7 @@ def test_rank_change_is_served_after_next_scrape(env, api, providers):
     scrape(env, "prices")
     rows = wait_for(lambda: served_by_every_worker(api))
     assert rows[200][:2] == ["200", "WINGS"]
-    providers.market.swap(199)
+    providers.market.swap(199)  # CoinDesk ranks in the same order as the fake market
     scrape(env, "ranks")
     committed = time.monotonic()
     assert wait_for(

@@ -32,7 +32,15 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 
 from tests.dockerfile import Copy, Dockerfile, DockerIgnore, Stage
-from tests.support import ROOT, free_port, gunicorn_setting, wait_for
+from tests.support import (
+    CMC_KEY,
+    COINDESK_KEY,
+    CRYPTOCOMPARE_KEY,
+    ROOT,
+    free_port,
+    gunicorn_setting,
+    wait_for,
+)
 from topcoins import __version__
 from topcoins.build import schema_head
 from topcoins.settings import database_url
@@ -392,16 +400,26 @@ def test_api_image_serves_and_stops_within_the_graceful_timeout(
                 process.wait()
 
 
+@pytest.mark.parametrize("provider", ["coindesk", "cryptocompare", "coinmarketcap"])
 def test_scraper_image_scrapes_ranks_then_prices(
-    scraper_image: Image, env: dict[str, str], db: Engine
+    scraper_image: Image, env: dict[str, str], db: Engine, provider: str
 ) -> None:
+    """Each ranking provider the image can be told to use, with the environment the CronJobs
+    give it (every key, each base URL)."""
     job_env = {k: v for k, v in env.items() if k != "PATH"}
+    job_env["RANKING_PROVIDER"] = provider
     with writes_nothing(scraper_image):
         for job, table in (("ranks", "ranking_entries"), ("prices", "price_quotes")):
             result = scraper_image.run(scraper_image.argv(args=[job]), job_env)
             assert result.returncode == 0, result.stdout + result.stderr
             with db.connect() as connection:
                 assert connection.scalar(text(f"SELECT count(*) FROM {table}")) > 0, job
+    with db.connect() as connection:
+        found = connection.execute(text("SELECT kind, source, status FROM scrape_runs ORDER BY id"))
+        assert [tuple(row) for row in found] == [
+            ("ranking", provider, "succeeded"),
+            ("prices", "coinmarketcap", "succeeded"),
+        ]
 
 
 def test_scraper_image_default_command_is_help(scraper_image: Image) -> None:
@@ -430,10 +448,15 @@ def test_scraper_image_migrates_an_empty_database(
 
 
 def test_scraper_image_serves_the_fake_providers(scraper_image: Image) -> None:
-    argv = scraper_image.argv(
-        command=["python", "-m", "fakeproviders"],
-        args=["--cryptocompare-port", "0", "--coinmarketcap-port", "0"],
-    )
+    """The local overlay's fake-providers container: every fake on a port of its own (0: a free
+    one here), each requiring the key it is given."""
+    keys = {"coindesk": COINDESK_KEY, "cryptocompare": CRYPTOCOMPARE_KEY, "coinmarketcap": CMC_KEY}
+    args = [
+        word
+        for provider, key in keys.items()
+        for word in (f"--{provider}-port", "0", f"--{provider}-key", key)
+    ]
+    argv = scraper_image.argv(command=["python", "-m", "fakeproviders"], args=args)
     process = subprocess.Popen(
         argv,
         cwd=scraper_image.app,
@@ -444,10 +467,31 @@ def test_scraper_image_serves_the_fake_providers(scraper_image: Image) -> None:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline().strip() for _ in range(2)]
+        lines = [process.stdout.readline().strip() for _ in range(3)]
         urls = dict(line.split("=", 1) for line in lines if "=" in line)
-        top = urls["CRYPTOCOMPARE_BASE_URL"] + "/data/top/totalvolfull?tsym=USD&limit=10"
-        assert status(top) == 200
+        assert list(urls) == [
+            "COINDESK_BASE_URL",
+            "CRYPTOCOMPARE_BASE_URL",
+            "COINMARKETCAP_BASE_URL",
+        ]
+        # One cheap call to each, with and without its key: every fake checks keys.
+        calls = {
+            "COINDESK_BASE_URL": (
+                "/asset/v1/top/list?page=1&page_size=10",
+                "Authorization",
+                f"Apikey {COINDESK_KEY}",
+            ),
+            "CRYPTOCOMPARE_BASE_URL": (
+                "/data/top/totalvolfull?tsym=USD&limit=10",
+                "Authorization",
+                f"Apikey {CRYPTOCOMPARE_KEY}",
+            ),
+            "COINMARKETCAP_BASE_URL": ("/v1/key/info", "X-CMC_PRO_API_KEY", CMC_KEY),
+        }
+        for name, (path, header, value) in calls.items():
+            url = urls[name] + path
+            assert status(url) == 401, name
+            assert requests.get(url, headers={header: value}, timeout=2).status_code == 200, name
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:

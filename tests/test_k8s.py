@@ -8,6 +8,7 @@ rendered, as a local process from the repository root (standing in for the image
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -17,19 +18,28 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 import requests
+import yaml
 from sqlalchemy import create_engine, text
 
+from fakeproviders import FakeProviders
 from tests import manifests
 from tests.dockerfile import Dockerfile
 from tests.manifests import ImageDefaults, Obj, find, ident, of_kind, render, workloads
-from tests.support import CMC_KEY, ROOT, gunicorn_setting, wait_for
+from tests.support import (
+    CMC_KEY,
+    COINDESK_KEY,
+    CRYPTOCOMPARE_KEY,
+    ROOT,
+    gunicorn_setting,
+    wait_for,
+)
 from topcoins.build import schema_head
 from topcoins.settings import database_url
 
@@ -39,7 +49,9 @@ if manifests.kubectl() is None:
         allow_module_level=True,
     )
 
-TREES = tuple(manifests.TREES)
+# The three trees, and the base as an overlay adding components/ranking-coinmarketcap renders it.
+WITH_CMC_RANKING = "base+ranking-coinmarketcap"
+TREES = (*manifests.TREES, WITH_CMC_RANKING)
 NAMESPACE = "top-coins"
 PART_OF = {"app.kubernetes.io/part-of": "top-coins"}
 
@@ -68,7 +80,7 @@ WRITABLE_ROOT = {
 DNS = {(53, "UDP"), (53, "TCP")}
 POSTGRES = {(5432, "TCP")}
 HTTPS = {(443, "TCP")}
-FAKES = {(9101, "TCP"), (9102, "TCP")}
+FAKES = {(9101, "TCP"), (9102, "TCP"), (9103, "TCP")}
 OTLP = {(4317, "TCP"), (4318, "TCP")}
 PUSHGATEWAY = {(9091, "TCP")}
 EGRESS = {
@@ -96,7 +108,30 @@ INGRESS_PEERS = {
     "fake-providers": {"top-coins-ranks", "top-coins-prices"},
 }
 
-CRONJOBS = {"top-coins-ranks": ("* * * * *", 60), "top-coins-prices": ("*/5 * * * *", 300)}
+# (schedule, seconds between runs). The default prices schedule is what CoinMarketCap's free
+# plan pays for; ranking by CoinMarketCap costs credits too, so its component slows both.
+CRONJOBS = {"top-coins-ranks": ("* * * * *", 60), "top-coins-prices": ("*/10 * * * *", 600)}
+CMC_RANKING_CRONJOBS = {
+    "top-coins-ranks": ("*/10 * * * *", 600),
+    "top-coins-prices": ("1-59/10 * * * *", 600),
+}
+# CoinMarketCap's free plan, and what a month of the ranks job's daily id map costs at most
+# (a credit per page of 5 000 assets, up to 3 pages a day; README "Credits").
+FREE_PLAN_CREDITS = 10_000
+ID_MAP_CREDITS_PER_MONTH = 3 * 31
+
+# Per ranking provider: the Secret key and the variable the ranks container reads it as.
+RANKING_KEYS = {
+    "coindesk": ("coindesk-api-key", "COINDESK_API_KEY"),
+    "cryptocompare": ("cryptocompare-api-key", "CRYPTOCOMPARE_API_KEY"),
+    "coinmarketcap": ("coinmarketcap-api-key", "COINMARKETCAP_API_KEY"),
+}
+# Each fake provider's key flag, by the Secret key that must hold the same value.
+FAKE_KEY_FLAGS = {
+    "coindesk-api-key": "--coindesk-key",
+    "cryptocompare-api-key": "--cryptocompare-key",
+    "coinmarketcap-api-key": "--coinmarketcap-key",
+}
 
 
 def name_of(template: Obj) -> str:
@@ -326,13 +361,17 @@ def test_production_runs_more_api_pods_behind_a_tls_ingress():
     assert path["backend"]["service"] == {"name": "top-coins-api", "port": {"name": "http"}}
 
 
+def schedules(tree: str) -> dict[str, tuple[str, int]]:
+    return CMC_RANKING_CRONJOBS if tree == WITH_CMC_RANKING else CRONJOBS
+
+
 @pytest.mark.parametrize("tree", TREES)
 def test_scraper_cronjobs_never_overlap_and_clean_up(tree):
     objects = render(tree)
     config = find(objects, "ConfigMap", "top-coins-config")["data"]
     scrape_deadline = float(config["SCRAPE_DEADLINE_SECONDS"])
     assert {c["metadata"]["name"] for c in of_kind(objects, "CronJob")} == set(CRONJOBS)
-    for name, (schedule, interval) in CRONJOBS.items():
+    for name, (schedule, interval) in schedules(tree).items():
         cronjob = find(objects, "CronJob", name)
         spec = cronjob["spec"]
         assert spec["schedule"] == schedule
@@ -352,6 +391,97 @@ def test_scraper_cronjobs_never_overlap_and_clean_up(tree):
         assert container["args"] == [name.removeprefix("top-coins-")]
         assert {"configMapRef": {"name": "top-coins-config"}} in container["envFrom"]
         assert ("top-coins", "database-url", False) in manifests.secret_refs(pod)
+        assert set(manifests.cron_gaps(schedule)) == {interval}, "evenly spaced runs"
+        # Exit 2 is a bad setting (a missing key, say): retrying cannot help, so the Job fails
+        # at once. A drained node is nobody's failure.
+        rules = job["podFailurePolicy"]["rules"]
+        assert rules[0] == {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]},
+        }
+        assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+
+
+def monthly_credits(config: dict[str, str], runs: dict[str, int]) -> int:
+    """CoinMarketCap credits of a 31-day month, as prices-cronjob.yaml and the component
+    ranking-coinmarketcap reckon them, from the runs each CronJob makes."""
+    size = int(config["RANKING_SIZE"])
+    if config["RANKING_PROVIDER"] == "coinmarketcap":
+        # 1 credit per 200 coins ranked, prices included; the price runs only copy them.
+        return runs["top-coins-ranks"] * -(-size // 200)
+    # 1 credit per 100 coins priced by id, plus the ranks job's daily id map.
+    return runs["top-coins-prices"] * -(-size // 100) + ID_MAP_CREDITS_PER_MONTH
+
+
+@pytest.mark.parametrize(("tree", "expected"), [("production", 9021), (WITH_CMC_RANKING, 4464)])
+def test_default_schedules_fit_coinmarketcaps_free_plan(tree, expected):
+    objects = render(tree)
+    config = find(objects, "ConfigMap", "top-coins-config")["data"]
+    budget = FREE_PLAN_CREDITS - int(config["COINMARKETCAP_CREDIT_FLOOR"])
+    runs = {
+        name: manifests.runs_per_month(find(objects, "CronJob", name)["spec"]["schedule"])
+        for name in CRONJOBS
+    }
+    assert monthly_credits(config, runs) == expected
+    assert expected <= budget
+    if tree == "production":
+        # Prices twice as often (every 5 minutes) would run out mid-month.
+        faster = {**runs, "top-coins-prices": 2 * runs["top-coins-prices"]}
+        assert monthly_credits(config, faster) > FREE_PLAN_CREDITS
+
+
+def test_ranking_coinmarketcap_component_changes_only_the_provider_and_schedules():
+    component = yaml.safe_load(
+        (manifests.COMPONENTS["ranking-coinmarketcap"] / "kustomization.yaml").read_text()
+    )
+    assert component["kind"] == "Component"
+    base, changed = render("base"), render(WITH_CMC_RANKING)
+    assert [ident(o) for o in base] == [ident(o) for o in changed]
+    config = find(changed, "ConfigMap", "top-coins-config")["data"]
+    assert config["RANKING_PROVIDER"] == "coinmarketcap"
+    assert find(base, "ConfigMap", "top-coins-config")["data"]["RANKING_PROVIDER"] == "coindesk"
+    for name, (schedule, _) in CMC_RANKING_CRONJOBS.items():
+        assert find(changed, "CronJob", name)["spec"]["schedule"] == schedule
+    # Prices one minute after each ranking, to copy the quotes that ranking stored.
+    ranks = manifests.cron_minutes(CMC_RANKING_CRONJOBS["top-coins-ranks"][0])
+    prices = manifests.cron_minutes(CMC_RANKING_CRONJOBS["top-coins-prices"][0])
+    assert prices == [minute + 1 for minute in ranks]
+    # Nothing else differs.
+    for before, after in zip(base, changed, strict=True):
+        after = copy.deepcopy(after)
+        if after["kind"] == "ConfigMap" and after["metadata"]["name"] == "top-coins-config":
+            after["data"]["RANKING_PROVIDER"] = before["data"]["RANKING_PROVIDER"]
+        if after["kind"] == "CronJob":
+            after["spec"]["schedule"] = before["spec"]["schedule"]
+        assert after == before, ident(before)
+    # The operator opts in; no overlay does by default.
+    for tree in manifests.TREES:
+        kustomization = yaml.safe_load((manifests.TREES[tree] / "kustomization.yaml").read_text())
+        assert not any("ranking-coinmarketcap" in c for c in kustomization.get("components", []))
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_scrapers_get_the_provider_keys_they_may_need(tree):
+    """The ranks job may read every ranking provider's key, each optional so that the Secret
+    needs only the chosen one; prices always need CoinMarketCap's."""
+    objects = render(tree)
+    ranks, ranks_container = job_pod(objects, "CronJob", "top-coins-ranks")
+    prices, _ = job_pod(objects, "CronJob", "top-coins-prices")
+    assert manifests.secret_refs(ranks) == {
+        ("top-coins", "database-url", False),
+        *(("top-coins", key, True) for key, _ in RANKING_KEYS.values()),
+    }
+    assert manifests.secret_refs(prices) == {
+        ("top-coins", "database-url", False),
+        ("top-coins", "coinmarketcap-api-key", False),
+    }
+    for provider, (key, variable) in RANKING_KEYS.items():
+        # The container starts with only the chosen provider's key in the Secret.
+        secret = {"top-coins": {"database-url": "x", key: f"{provider}-key"}}
+        env = manifests.resolve_env(ranks_container, objects, secret)
+        assert env[variable] == f"{provider}-key"
+        others = {v for _, v in RANKING_KEYS.values()} - {variable}
+        assert not others & set(env), provider
 
 
 @pytest.mark.parametrize("tree", TREES)
@@ -383,8 +513,10 @@ def test_only_the_local_overlay_carries_a_secret_and_it_has_every_key(tree):
     assert not missing
     fakes = find(objects, "Deployment", "fake-providers")["spec"]["template"]["spec"]
     (command,) = (c["command"] for c in fakes["containers"])
-    accepted = command[command.index("--coinmarketcap-key") + 1]
-    assert data["coinmarketcap-api-key"] == accepted, "the fake CoinMarketCap's key"
+    # Every provider's key, so that any RANKING_PROVIDER works locally, each the one its fake
+    # accepts.
+    for key, flag in FAKE_KEY_FLAGS.items():
+        assert data[key] == command[command.index(flag) + 1], f"{key}: the fake's {flag}"
 
 
 def test_production_images_are_pinned_by_digest_and_local_ones_are_dev():
@@ -503,17 +635,17 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def require_free_port(port: int) -> None:
-    """Fail (not skip) when a fixed port from the manifests is taken: the test needs that port."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError as exc:
-            pytest.fail(
-                f"port {port} (declared in the manifests) is busy on this machine ({exc}); "
-                "stop whatever listens there (bin/local?) and re-run"
-            )
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: the sockets stay bound until all are picked.
+
+    Processes started here listen on these, never on the ports the manifests declare (8080,
+    9101-9103), which bin/local or anything else on this machine may be using.
+    """
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def listening(port: int) -> bool:
@@ -559,12 +691,16 @@ def running(command: list[str], env: dict[str, str], grace: float) -> Iterator[C
             container.final_output = container.output()
 
 
-def runs(db_url: str) -> list[tuple[str, str, int]]:
+def runs(db_url: str) -> list[tuple[str, str, str, int, int | None]]:
+    """(kind, source, status, item_count, credit_count) of every run, oldest first."""
     engine = create_engine(database_url({"DATABASE_URL": db_url}))
     try:
         with engine.connect() as connection:
             rows = connection.execute(
-                text("SELECT source, status, item_count FROM scrape_runs ORDER BY id")
+                text(
+                    "SELECT kind, source, status, item_count, credit_count "
+                    "FROM scrape_runs ORDER BY id"
+                )
             )
             return [tuple(row) for row in rows]
     finally:
@@ -582,41 +718,107 @@ def served(db_url: str) -> tuple[int, int]:
         engine.dispose()
 
 
-def test_scraper_cronjob_containers_store_snapshots(env, db_url, providers):
-    objects = render("base")
-    secrets = {
+# How a tree picks each ranking provider: the base's ConfigMap says coindesk, the component says
+# coinmarketcap, and cryptocompare takes an operator's edit of the ConfigMap (here an override).
+RANKING_TREES = {
+    "coindesk": ("base", {}),
+    "cryptocompare": ("base", {"RANKING_PROVIDER": "cryptocompare"}),
+    "coinmarketcap": (WITH_CMC_RANKING, {}),
+}
+
+
+def fake_secrets(db_url: str) -> dict[str, dict[str, str]]:
+    """The Secret `top-coins` with every key, values the loopback fakes accept."""
+    return {
         "top-coins": {
             "database-url": db_url,
             "api-database-url": db_url,
-            "coinmarketcap-api-key": env["COINMARKETCAP_API_KEY"],
-            "cryptocompare-api-key": "",
+            "coindesk-api-key": COINDESK_KEY,
+            "cryptocompare-api-key": CRYPTOCOMPARE_KEY,
+            "coinmarketcap-api-key": CMC_KEY,
         }
     }
+
+
+def sent_keys(providers: FakeProviders) -> set[tuple[str, str | None]]:
+    """(provider, key) of every request the fakes got: each provider's own header."""
+    header = {"coinmarketcap": "x-cmc_pro_api_key"}
+    return {
+        (r.provider, r.headers.get(header.get(r.provider, "authorization")))
+        for r in providers.requests
+    }
+
+
+@pytest.mark.parametrize("provider", sorted(RANKING_TREES))
+def test_scraper_cronjob_containers_store_snapshots(provider, db, db_url, providers):
+    tree, edits = RANKING_TREES[provider]
+    objects = render(tree)
+    config = find(objects, "ConfigMap", "top-coins-config")["data"]
+    assert edits.get("RANKING_PROVIDER", config["RANKING_PROVIDER"]) == provider
     # The ConfigMap's real provider hosts do not resolve here: point them, and only them,
     # at the loopback fakes.
     fakes = {
+        "COINDESK_BASE_URL": providers.coindesk_url,
         "CRYPTOCOMPARE_BASE_URL": providers.cryptocompare_url,
         "COINMARKETCAP_BASE_URL": providers.coinmarketcap_url,
     }
-    ranking_size = int(find(objects, "ConfigMap", "top-coins-config")["data"]["RANKING_SIZE"])
+    ranking_size = int(config["RANKING_SIZE"])
     for name in ("top-coins-ranks", "top-coins-prices"):
         _, container = job_pod(objects, "CronJob", name)
-        command, container_env = local_process(container, objects, secrets, **fakes)
+        command, container_env = local_process(
+            container, objects, fake_secrets(db_url), **fakes, **edits
+        )
         assert command[1:] == ["-m", "scrapers", name.removeprefix("top-coins-")]
         result = run(command, container_env)
         assert result.returncode == 0, result.stdout + result.stderr
-    (ranks, prices) = runs(db_url)
-    assert ranks == ("cryptocompare", "succeeded", ranking_size)
-    assert prices[:2] == ("coinmarketcap", "succeeded")
+    (ranking, prices) = runs(db_url)
+    assert ranking[:4] == ("ranking", provider, "succeeded", ranking_size)
+    assert prices[:3] == ("prices", "coinmarketcap", "succeeded")
     ranked, priced = served(db_url)
     assert ranked == ranking_size
     assert priced >= ranking_size - 5, "nearly every ranked coin has a price"
-    keys = {
-        r.headers.get("x-cmc_pro_api_key")
-        for r in providers.requests
-        if r.provider == "coinmarketcap"
-    }
-    assert keys == {CMC_KEY}
+    if provider == "coinmarketcap":
+        # One listing call ranked and priced; the price run copied its quotes for nothing.
+        assert (ranking[4], prices[4]) == (-(-ranking_size // 200), 0)
+    else:
+        # Priced by id, a credit per 100 coins (prices-cronjob.yaml's arithmetic).
+        assert prices[4] == -(-ranking_size // 100)
+    # Every provider asked got its own key, and only the chosen ranking provider was asked.
+    expected = {("coinmarketcap", CMC_KEY)}
+    if provider == "coindesk":
+        expected.add(("coindesk", f"Apikey {COINDESK_KEY}"))
+    if provider == "cryptocompare":
+        expected.add(("cryptocompare", f"Apikey {CRYPTOCOMPARE_KEY}"))
+    assert sent_keys(providers) == expected
+
+
+@pytest.mark.parametrize("provider", sorted(RANKING_TREES))
+def test_ranks_container_without_its_providers_key_fails_the_job_at_once(provider):
+    tree, edits = RANKING_TREES[provider]
+    objects = render(tree)
+    key, variable = RANKING_KEYS[provider]
+    # No database is reached: the settings are checked first.
+    secrets = fake_secrets("postgresql://nobody@127.0.0.1:9/none")
+    del secrets["top-coins"][key]
+    _, container = job_pod(objects, "CronJob", "top-coins-ranks")
+    command, env = local_process(container, objects, secrets, **edits)
+    result = run(command, env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert variable in result.stderr, "the one line names the missing variable"
+    for other in set(secrets["top-coins"]) & set(FAKE_KEY_FLAGS):
+        assert secrets["top-coins"][other] not in result.stdout + result.stderr, "a key leaked"
+    job = find(objects, "CronJob", "top-coins-ranks")["spec"]["jobTemplate"]["spec"]
+    fail_job = [
+        rule["onExitCodes"]
+        for rule in job["podFailurePolicy"]["rules"]
+        if rule["action"] == "FailJob" and "onExitCodes" in rule
+    ]
+    assert any(
+        codes["containerName"] == container["name"]
+        and codes["operator"] == "In"
+        and result.returncode in codes["values"]
+        for codes in fail_job
+    )
 
 
 def test_migration_job_container_migrates_an_empty_database(fresh_database):
@@ -659,9 +861,11 @@ def test_api_container_answers_its_probes_on_its_declared_port(reader_url, db_ur
     (service_port,) = service["spec"]["ports"]
     port = manifests.container_port(spec, service_port["targetPort"])
     assert port == 8080
-    require_free_port(port)
     secrets = {"top-coins": {"api-database-url": reader_url, "database-url": db_url}}
-    command, env = local_process(container, objects, secrets)
+    # gunicorn binds $PORT, which the container sets to its declared port; here the same
+    # variable moves it to a free one.
+    (local_port,) = free_ports(1)
+    command, env = local_process(container, objects, secrets, PORT=str(local_port))
     assert command[1:] == ["-c", "gunicorn.conf.py"]
     # gunicorn.conf.py sizes the workers from the cgroup CPU quota, which here is the machine's,
     # not the container's: give it the count the container's CPU limit would.
@@ -675,7 +879,7 @@ def test_api_container_answers_its_probes_on_its_declared_port(reader_url, db_ur
             code = api.process.poll()
             assert code is None, f"gunicorn exited {code}:\n{api.output()}"
             try:
-                return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+                return requests.get(f"http://127.0.0.1:{local_port}{path}", timeout=2).status_code
             except requests.ConnectionError:
                 return None
 
@@ -694,32 +898,51 @@ def test_local_fake_providers_serve_the_local_scrapers(db, db_url):
     fakes = find(objects, "Deployment", "fake-providers")["spec"]["template"]["spec"]
     (fake,) = fakes["containers"]
     ports = {p["name"]: p["containerPort"] for p in fake["ports"]}
-    assert sorted(ports.values()) == [9101, 9102]
-    for port in ports.values():
-        require_free_port(port)
+    assert sorted(ports.values()) == [9101, 9102, 9103]
+    command = list(fake["command"])
+    # The Service reaches the fakes on the pod's address, not on its loopback.
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    # Each fake listens on the port its container declares; here each gets a free one instead.
+    local = dict(zip(ports.values(), free_ports(len(ports)), strict=True))
+    for name, port in ports.items():
+        flag = command.index(f"--{name}-port")
+        assert command[flag + 1] == str(port), name
+        command[flag + 1] = str(local[port])
     secret = manifests.secret_data(find(objects, "Secret", "top-coins"))
     secrets = {"top-coins": {**secret, "database-url": db_url, "api-database-url": db_url}}
-    command, env = local_process(fake, objects, secrets)
+    command, env = local_process({**fake, "command": command}, objects, secrets)
     with running(command, env, grace=10) as providers:
-        up = wait_for(lambda: all(listening(p) for p in ports.values()), timeout=15)
+        up = wait_for(lambda: all(listening(p) for p in local.values()), timeout=15)
         assert up, providers.output()
         config = find(objects, "ConfigMap", "top-coins-config")["data"]
         service = find(objects, "Service", "fake-providers")
         # The Service name does not resolve here; the process it fronts listens on loopback.
         loopback = {}
-        for key in ("CRYPTOCOMPARE_BASE_URL", "COINMARKETCAP_BASE_URL"):
+        for key in ("COINDESK_BASE_URL", "CRYPTOCOMPARE_BASE_URL", "COINMARKETCAP_BASE_URL"):
             url = urlsplit(config[key])
             assert url.hostname == service["metadata"]["name"]
             (target,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
-            assert manifests.container_port(fakes, target["targetPort"]) == url.port
-            loopback[key] = urlunsplit(url._replace(netloc=f"127.0.0.1:{url.port}"))
-        for name in ("top-coins-ranks", "top-coins-prices"):
-            _, container = job_pod(objects, "CronJob", name)
-            scraper, scraper_env = local_process(container, objects, secrets, **loopback)
-            result = run(scraper, scraper_env)
-            assert result.returncode == 0, result.stdout + result.stderr
-        assert [(source, status) for source, status, _ in runs(db_url)] == [
-            ("cryptocompare", "succeeded"),
-            ("coinmarketcap", "succeeded"),
+            port = manifests.container_port(fakes, target["targetPort"])
+            assert port == url.port
+            loopback[key] = urlunsplit(url._replace(netloc=f"127.0.0.1:{local[port]}"))
+        # The Secret holds every fake's key, so each ranking provider works locally; the
+        # ConfigMap's choice first.
+        choices = [config["RANKING_PROVIDER"], *sorted(set(RANKING_KEYS) - {"coindesk"})]
+        assert choices[0] == "coindesk"
+        for provider in choices:
+            for name in ("top-coins-ranks", "top-coins-prices"):
+                _, container = job_pod(objects, "CronJob", name)
+                scraper, scraper_env = local_process(
+                    container, objects, secrets, RANKING_PROVIDER=provider, **loopback
+                )
+                result = run(scraper, scraper_env)
+                assert result.returncode == 0, result.stdout + result.stderr
+        assert [row[:3] for row in runs(db_url)] == [
+            step
+            for provider in choices
+            for step in (
+                ("ranking", provider, "succeeded"),
+                ("prices", "coinmarketcap", "succeeded"),
+            )
         ]
     assert providers.exit_code == 0, providers.output()

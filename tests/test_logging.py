@@ -95,25 +95,27 @@ def test_scraper_logs_its_run_context(env, providers):
     result = run_scrapers(env, "ranks")
     assert result.returncode == 0
     [record] = [r for r in json_lines(result.stdout) if r["logger"] == "scrapers.run"]
-    assert record["source"] == "cryptocompare"
+    assert (record["kind"], record["source"]) == ("ranking", "coindesk")
     assert record["outcome"] == "succeeded"
     assert isinstance(record["run_id"], int)
     assert record["item_count"] == 200
-    assert record["credit_count"] is None
+    assert record["credit_count"] == 1, "the first ranking fetches the id map"
+    assert record["resolved"]["provider"] > 100
     assert record["duration_seconds"] > 0
     assert len(record["trace_id"]) == 32
     assert len(record["span_id"]) == 16
 
 
 def test_scraper_failure_logs_the_reason_with_its_context(env, providers):
-    providers.inject("cryptocompare", Fault.ERROR_PAYLOAD, times=-1)
+    providers.inject("coindesk", Fault.ERROR_PAYLOAD, times=-1)
     result = run_scrapers(env, "ranks")
     assert result.returncode == 1
     [record] = json_lines(result.stdout)
-    assert (record["level"], record["outcome"], record["source"]) == (
+    assert (record["level"], record["outcome"], record["kind"], record["source"]) == (
         "ERROR",
         "failed",
-        "cryptocompare",
+        "ranking",
+        "coindesk",
     )
-    assert record["error"].startswith("CryptoCompare: ")
+    assert record["error"].startswith("CoinDesk: ")
     assert record["trace_id"]

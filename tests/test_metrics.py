@@ -8,7 +8,7 @@ import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from api import create_app
@@ -41,26 +41,48 @@ def scrape_metrics(client) -> Samples:
 def test_freshness_gauges_come_from_real_scrape_runs(client, scraped, db, store):
     samples = scrape_metrics(client)
     assert value(samples, "top_coins_database_up") == 1
-    for source, items in (("cryptocompare", 200), ("coinmarketcap", None)):
-        assert 0 <= value(samples, "top_coins_data_age_seconds", source=source) < 60
+    for kind in ("ranking", "prices"):
+        assert 0 <= value(samples, "top_coins_data_age_seconds", kind=kind) < 60
         assert (
-            abs(
-                value(samples, "top_coins_last_success_timestamp_seconds", source=source)
-                - time.time()
-            )
+            abs(value(samples, "top_coins_last_success_timestamp_seconds", kind=kind) - time.time())
             < 60
         )
-        assert value(samples, "top_coins_scrape_consecutive_failures", source=source) == 0
-        assert value(samples, "top_coins_scrape_failed_runs", source=source) == 0
-        if items is not None:
-            assert value(samples, "top_coins_snapshot_items", source=source) == items
+        assert value(samples, "top_coins_scrape_consecutive_failures", kind=kind) == 0
+        assert value(samples, "top_coins_scrape_failed_runs", kind=kind) == 0
+    assert value(samples, "top_coins_snapshot_items", kind="ranking") == 200
+    info = {labels for name, labels in samples if name == "top_coins_snapshot_info"}
+    assert info == {
+        frozenset(
+            {
+                "kind": "ranking",
+                "source": "coindesk",
+                "measure": "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD",
+            }.items()
+        ),
+        frozenset({"kind": "prices", "source": "coinmarketcap", "measure": ""}.items()),
+    }
     with Session(db) as session:
-        prices = session.scalars(select(ScrapeRun).where(ScrapeRun.source == "coinmarketcap")).one()
-    assert value(samples, "top_coins_snapshot_items", source="coinmarketcap") == prices.item_count
-    assert value(samples, "top_coins_coinmarketcap_credits_last_run") == prices.credit_count
-    assert value(samples, "top_coins_coinmarketcap_credits_24h") == prices.credit_count
-    unpriced = sum(1 for row in store.top_coins() if row["price_usd"] is None)
-    assert value(samples, "top_coins_unpriced_coins") == unpriced
+        runs = {r.kind: r for r in session.scalars(select(ScrapeRun))}
+    prices = runs["prices"]
+    assert value(samples, "top_coins_snapshot_items", kind="prices") == prices.item_count
+    assert value(samples, "top_coins_coinmarketcap_credits_last_run") == prices.credit_count == 2
+    assert value(samples, "top_coins_coinmarketcap_credits_24h") == (
+        prices.credit_count + runs["ranking"].credit_count
+    )
+    assert value(samples, "top_coins_coinmarketcap_credit_limit_monthly") == 10_000
+    assert value(samples, "top_coins_coinmarketcap_credits_left_monthly") == (
+        prices.credits_left_monthly
+    )
+    assert value(samples, "top_coins_coinmarketcap_credits_reset_timestamp_seconds") == (
+        prices.credits_reset_at.timestamp()
+    )
+    rows = store.top_coins()
+    assert value(samples, "top_coins_unpriced_coins") == sum(
+        1 for row in rows if row["price_usd"] is None
+    )
+    assert value(samples, "top_coins_unresolved_coins") == sum(
+        1 for row in rows if row["match"] is None
+    )
     assert (
         value(
             samples,
@@ -72,17 +94,34 @@ def test_freshness_gauges_come_from_real_scrape_runs(client, scraped, db, store)
     )
 
 
+def test_the_interval_is_the_schedule_as_it_runs(client, scrape, db):
+    for _ in range(4):
+        assert scrape("ranks") == 0
+    with db.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE scrape_runs"
+                " SET finished_at = now() - make_interval(mins => CAST(60 - id AS integer))"
+                " WHERE kind = 'ranking'"
+            )
+        )
+    samples = scrape_metrics(client)
+    assert value(samples, "top_coins_scrape_interval_seconds", kind="ranking") == 60
+    no_prices_yet = ("top_coins_scrape_interval_seconds", frozenset({("kind", "prices")}))
+    assert no_prices_yet not in samples
+
+
 def test_failed_runs_are_counted_until_the_next_success(client, scraped, scrape, providers):
     providers.inject("coinmarketcap", Fault.ERROR_PAYLOAD, times=2)
     assert scrape("prices") == 1
     assert scrape("prices") == 1
     samples = scrape_metrics(client)
-    assert value(samples, "top_coins_scrape_consecutive_failures", source="coinmarketcap") == 2
-    assert value(samples, "top_coins_scrape_failed_runs", source="coinmarketcap") == 2
+    assert value(samples, "top_coins_scrape_consecutive_failures", kind="prices") == 2
+    assert value(samples, "top_coins_scrape_failed_runs", kind="prices") == 2
     assert scrape("prices") == 0
     samples = scrape_metrics(client)
-    assert value(samples, "top_coins_scrape_consecutive_failures", source="coinmarketcap") == 0
-    assert value(samples, "top_coins_scrape_failed_runs", source="coinmarketcap") == 2
+    assert value(samples, "top_coins_scrape_consecutive_failures", kind="prices") == 0
+    assert value(samples, "top_coins_scrape_failed_runs", kind="prices") == 2
     assert value(samples, "top_coins_coinmarketcap_credits_24h") > value(
         samples, "top_coins_coinmarketcap_credits_last_run"
     )
@@ -161,11 +200,11 @@ def test_counts_are_summed_across_gunicorn_workers_and_survive_a_worker_dying(gu
 
 
 def test_failed_runs_gauge_counts_only_kept_history(db, client, scraped, scrape, providers):
-    providers.inject("cryptocompare", Fault.HTTP_500, times=-1)
+    providers.inject("coindesk", Fault.HTTP_500, times=-1)
     assert scrape("ranks", HTTP_RETRIES="0") == 1
     with Session(db) as session:
         failed = session.scalar(
             select(func.count()).select_from(ScrapeRun).where(ScrapeRun.status == "failed")
         )
     samples = scrape_metrics(client)
-    assert value(samples, "top_coins_scrape_failed_runs", source="cryptocompare") == failed == 1
+    assert value(samples, "top_coins_scrape_failed_runs", kind="ranking") == failed == 1

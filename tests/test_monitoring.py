@@ -15,6 +15,7 @@ import copy
 import json
 import re
 import shutil
+import statistics
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,12 +55,31 @@ API_METRICS = frozenset(
         "top_coins_snapshot_items",
         "top_coins_scrape_failed_runs",
         "top_coins_scrape_consecutive_failures",
+        "top_coins_scrape_interval_seconds",
+        "top_coins_snapshot_info",
         "top_coins_coinmarketcap_credits_last_run",
         "top_coins_coinmarketcap_credits_24h",
+        "top_coins_coinmarketcap_credit_limit_monthly",
+        "top_coins_coinmarketcap_credits_left_monthly",
+        "top_coins_coinmarketcap_credits_reset_timestamp_seconds",
         "top_coins_unpriced_coins",
+        "top_coins_unresolved_coins",
         "top_coins_database_up",
     }
 )
+# The API's gauges per kind of run, whatever provider made it.
+PER_KIND = frozenset(
+    {
+        "top_coins_last_success_timestamp_seconds",
+        "top_coins_data_age_seconds",
+        "top_coins_snapshot_items",
+        "top_coins_scrape_failed_runs",
+        "top_coins_scrape_consecutive_failures",
+        "top_coins_scrape_interval_seconds",
+        "top_coins_snapshot_info",
+    }
+)
+KINDS = frozenset({"ranking", "prices"})
 # What the scrapers may push to a Pushgateway (job top_coins_scraper); optional.
 PUSHGATEWAY_METRICS = frozenset(
     {
@@ -81,12 +101,17 @@ ALERTS = frozenset(
         "TopCoinsApiErrorRatio",
         "TopCoinsApiLatencyP99",
         "TopCoinsUnpricedCoins",
+        "TopCoinsCreditsProjectedOverPlan",
     }
 )
 SEVERITIES = frozenset({"critical", "warning"})
 RUNBOOKS = "https://github.com/top-coins/top-coins/blob/main/k8s/README.md#"
-# The stale limit per source: three scrape intervals (k8s/base: every minute, every 5 minutes).
-STALE_AFTER = {"cryptocompare": 180, "coinmarketcap": 900}
+# Stale means older than three times the interval the runs keep, and never under 180 s: the
+# right side of TopCoinsDataStale, which the dashboard draws too.
+STALE_LIMIT = "3 * clamp_min(top_coins:scrape_interval_seconds:max, 60)"
+STALE_FOR = "2m"
+# The trees whose schedules the alerts must suit: the default, and ranking by CoinMarketCap.
+SCHEDULED_TREES = ("production", "production+ranking-coinmarketcap")
 
 # Values Grafana substitutes before a query reaches Prometheus.
 GRAFANA_VARIABLES = {"$namespace": NAMESPACE, "$__rate_interval": "2m", "${datasource}": ""}
@@ -358,15 +383,70 @@ def test_rules_read_only_exposed_metrics() -> None:
         assert re.fullmatch(r"top_coins:[a-z0-9_]+:[a-z0-9_]+", name), name
 
 
-def test_stale_limits_are_three_scrape_intervals() -> None:
-    expr = alerts()["TopCoinsDataStale"]["expr"]
-    limits = {s: int(v) for s, v in re.findall(r'source="(\w+)"\}\s*>\s*(\d+)', expr)}
-    assert limits == STALE_AFTER
-    schedules = {"cryptocompare": "top-coins-ranks", "coinmarketcap": "top-coins-prices"}
-    every = {"* * * * *": 60, "*/5 * * * *": 300}
-    for source, cronjob in schedules.items():
-        schedule = find(production(), "CronJob", cronjob)["spec"]["schedule"]
-        assert limits[source] == 3 * every[schedule], source
+def normalized(expr: str) -> str:
+    """PromQL with its whitespace evened out, for comparing expressions as written."""
+    return re.sub(r"\s*([(),*/+>-])\s*", r"\1", " ".join(expr.split()))
+
+
+def without_namespace(expr: str) -> str:
+    """A dashboard query with Grafana's namespace selector taken out, as a rule reads."""
+    return expr.replace('{namespace="$namespace"}', "")
+
+
+def test_freshness_is_per_kind_never_per_provider() -> None:
+    """The per-kind gauges are aggregated by namespace and kind, so the rules hold whichever
+    RANKING_PROVIDER runs; `source` belongs to the Pushgateway's gauges and to snapshot_info."""
+    records = recorded()
+    for name, metric in (
+        ("top_coins:data_age_seconds:max", "top_coins_data_age_seconds"),
+        ("top_coins:scrape_interval_seconds:max", "top_coins_scrape_interval_seconds"),
+        ("top_coins:scrape_consecutive_failures:max", "top_coins_scrape_consecutive_failures"),
+    ):
+        assert normalized(records[name]) == normalized(f"max by (namespace, kind) ({metric})")
+    for rule in rules():
+        text = json.dumps(rule)
+        assert "source" not in text, rule.get("alert") or rule.get("record")
+        assert not re.search(r"cryptocompare|coindesk", text), "a provider named in the rules"
+    for panel in panels():
+        for target in panel.get("targets", []):
+            if metric_names(target["expr"]) & (PER_KIND - {"top_coins_snapshot_info"}):
+                assert "source" not in target["expr"] + target["legendFormat"], panel["title"]
+    absent = re.findall(
+        r'absent\(top_coins_data_age_seconds\{kind="(\w+)"\}\)',
+        alerts()["TopCoinsNoFreshnessData"]["expr"],
+    )
+    assert set(absent) == KINDS
+
+
+def test_stale_limit_is_three_measured_intervals() -> None:
+    rule = alerts()["TopCoinsDataStale"]
+    assert normalized(rule["expr"]) == normalized(f"top_coins:data_age_seconds:max > {STALE_LIMIT}")
+    assert rule["for"] == STALE_FOR
+
+
+def stale_limit(interval: float) -> float:
+    """STALE_LIMIT for one measured interval."""
+    return 3 * max(interval, 60)
+
+
+@pytest.mark.parametrize("tree", SCHEDULED_TREES)
+def test_stale_limit_suits_the_schedules(tree: str) -> None:
+    """The API reports the median gap between a kind's last seven successful runs. With each
+    CronJob's schedule, a healthy run never looks stale and three missed runs always do."""
+    objects = render(tree)
+    config = find(objects, "ConfigMap", "top-coins-config")["data"]
+    slowest_run = float(config["SCRAPE_DEADLINE_SECONDS"])
+    cronjobs = {"ranking": "top-coins-ranks", "prices": "top-coins-prices"}
+    assert set(cronjobs) == KINDS
+    for kind, cronjob in cronjobs.items():
+        schedule = find(objects, "CronJob", cronjob)["spec"]["schedule"]
+        gaps = manifests.cron_gaps(schedule) * 24  # a day of runs
+        medians = [statistics.median(gaps[i : i + 6]) for i in range(len(gaps) - 5)]
+        limits = {stale_limit(median) for median in medians}
+        # The data of a healthy schedule is at most one gap and one slow run old.
+        assert max(gaps) + slowest_run < min(limits), (kind, schedule)
+        # Three gaps without a success are always noticed.
+        assert max(limits) <= 3 * max(max(gaps), 60), (kind, schedule)
 
 
 def test_alert_unit_tests_cover_every_alert_both_ways() -> None:
@@ -475,10 +555,52 @@ def test_data_age_panel_draws_the_stale_limits() -> None:
         for p in panels()
         if any("top_coins:data_age_seconds:max" in t["expr"] for t in p.get("targets", []))
     ]
-    defaults = panel["fieldConfig"]["defaults"]
-    steps = {s["value"] for s in defaults["thresholds"]["steps"]}
-    assert set(STALE_AFTER.values()) <= steps
-    assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+    targets = {normalized(without_namespace(t["expr"])): t for t in panel["targets"]}
+    limit = targets.get(normalized(STALE_LIMIT))
+    assert limit is not None, "the data age panel must draw TopCoinsDataStale's limit"
+    assert "{{kind}}" in limit["legendFormat"]
+    (override,) = panel["fieldConfig"]["overrides"]
+    assert override["matcher"]["id"] == "byRegexp"
+    shown = limit["legendFormat"].replace("{{kind}}", "prices")
+    assert re.fullmatch(override["matcher"]["options"], shown), "the limit is drawn dashed"
+
+
+def test_credit_panel_draws_the_projection_against_the_limit() -> None:
+    alert = alerts()["TopCoinsCreditsProjectedOverPlan"]
+    projection, _, limit = alert["expr"].partition(">")
+    assert normalized(projection) == "top_coins:coinmarketcap_credits:projected_month"
+    assert normalized(limit) == normalized(
+        "max by (namespace) (top_coins_coinmarketcap_credit_limit_monthly)"
+    )
+    assert alert["for"] == "30m"
+    (panel,) = [
+        p
+        for p in panels()
+        if any(normalized(projection) in t["expr"] for t in p.get("targets", []))
+    ]
+    charted = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+    assert charted == {
+        "top_coins:coinmarketcap_credits:projected_month",
+        "top_coins_coinmarketcap_credit_limit_monthly",
+        "top_coins_coinmarketcap_credits_left_monthly",
+    }
+
+
+def test_credit_projection_reads_each_gauge_once_per_namespace() -> None:
+    expr = recorded()["top_coins:coinmarketcap_credits:projected_month"]
+    gauges = {
+        "top_coins_coinmarketcap_credit_limit_monthly",
+        "top_coins_coinmarketcap_credits_left_monthly",
+        "top_coins_coinmarketcap_credits_24h",
+        "top_coins_coinmarketcap_credits_reset_timestamp_seconds",
+    }
+    assert metric_names(expr) == gauges
+    for gauge in gauges:
+        # Every pod reports the same value: the worst one counts, never a sum over pods.
+        assert len(re.findall(rf"\b{gauge}\b", expr)) == 1, gauge
+        assert re.search(rf"max by \(namespace\) \(\s*{gauge}\s*\)", expr), gauge
+    assert "time()" in expr
+    assert "/ 86400" in expr
 
 
 def test_dashboard_configmap_is_found_by_the_grafana_sidecar() -> None:

@@ -44,8 +44,9 @@ def test_a_scrape_exports_its_trace(env, db, providers, collector):
     with Session(db) as session:
         trace_id = session.scalars(select(ScrapeRun.trace_id)).one()
     spans = exported(collector)
-    assert ("top-coins-scraper-ranks", "scrape cryptocompare", trace_id) in spans
-    assert sum(1 for _, name, t in spans if t == trace_id and name == "GET") == 2
+    assert ("top-coins-scraper-ranks", "scrape ranking", trace_id) in spans
+    # Two ranking pages, CoinMarketCap's key usage and its id map.
+    assert sum(1 for _, name, t in spans if t == trace_id and name == "GET") == 4
 
 
 def test_no_endpoint_no_export(env, db, providers, collector):

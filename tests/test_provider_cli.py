@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fakeproviders import Fault
 from tests.support import run_scrapers
 
@@ -10,7 +12,7 @@ def test_cmc_listings_prints_a_table_of_coinmarketcaps_top(env, providers):
     result = run_scrapers(env, "cmc", "listings", "--limit", "10")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["Rank", "Id", "Symbol", "Name", "Price", "USD"]
+    assert lines[0].split()[:6] == ["Rank", "Id", "Symbol", "Name", "Price", "USD"]
     assert set(lines[1]) <= {"-", " "}
     first = providers.market.assets[0]
     assert lines[2].split()[:3] == [str(first.cmc_rank), str(first.id), first.symbol]
@@ -20,14 +22,32 @@ def test_cmc_listings_prints_a_table_of_coinmarketcaps_top(env, providers):
     assert request.query == {"start": "1", "limit": "10", "convert": "USD"}
 
 
-def test_cryptocompare_top_prints_the_volume_ranking(env, providers):
-    result = run_scrapers(env, "cryptocompare", "top", "--limit", "10")
+def test_cmc_listings_sorts_by_volume_on_request(env, providers):
+    result = run_scrapers(env, "cmc", "listings", "--limit", "5", "--sort", "volume_24h")
+    assert result.returncode == 0, result.stderr
+    [request] = providers.requests
+    assert (request.query["sort"], request.query["sort_dir"]) == ("volume_24h", "desc")
+
+
+def test_cmc_usage_prints_the_credits_left_for_free(env, providers):
+    providers.coinmarketcap_account.credits_used_month = 1500
+    result = run_scrapers(env, "cmc", "usage")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["Rank", "Symbol", "Name"]
+    assert lines[0] == "credits left this month: 8500"
+    assert lines[1] == "monthly credit limit:    10000"
+    assert providers.coinmarketcap_account.credits_used_month == 1500
+
+
+@pytest.mark.parametrize("provider", ["coindesk", "cryptocompare"])
+def test_top_prints_the_volume_ranking(env, providers, provider):
+    result = run_scrapers(env, provider, "top", "--limit", "10")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["Rank", "Symbol", "Name", "CMC"]
     assert len(lines) == 12
     assert [line.split()[1] for line in lines[2:]] == [
-        c.symbol for c in providers.market.ranking[:10]
+        c.symbol.rstrip("*") for c in providers.market.ranking[:10]
     ]
 
 
@@ -37,7 +57,8 @@ def test_provider_error_is_one_line_and_exit_1(env, providers):
     assert result.returncode == 1
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert line.startswith("scrapers: CoinMarketCap: HTTP 401")
+    assert line.startswith("scrapers: CoinMarketCap: key rejected: ")
+    assert "HTTP 401, error 1001" in line
 
 
 def test_bad_limit_is_a_usage_error(env):

@@ -33,26 +33,27 @@ def test_nothing_is_pushed_without_pushgateway_url(scrape, pushgateway):
     assert pushgateway.requests == []
 
 
-def test_a_successful_run_pushes_its_metrics_grouped_by_source(scrape, pushgateway):
+def test_a_successful_run_pushes_its_metrics_grouped_by_kind(scrape, pushgateway):
     assert scrape("ranks", PUSHGATEWAY_URL=pushgateway.url) == 0
     [(method, path, _)] = pushgateway.requests
-    assert (method, path) == ("POST", "/metrics/job/top_coins_scraper/source/cryptocompare")
+    assert (method, path) == ("POST", "/metrics/job/top_coins_scraper/kind/ranking")
     samples = pushgateway.samples()
-    assert samples["top_coins_scrape_items"] == 200
-    assert samples["top_coins_scrape_outcome{outcome=succeeded}"] == 1
-    assert samples["top_coins_scrape_outcome{outcome=failed}"] == 0
-    assert samples["top_coins_scrape_duration_seconds"] > 0
-    assert samples["top_coins_scrape_last_success_timestamp_seconds"] > 1.7e9
+    assert samples["top_coins_scrape_items{source=coindesk}"] == 200
+    assert samples["top_coins_scrape_credits{source=coindesk}"] == 1
+    assert samples["top_coins_scrape_outcome{outcome=succeeded}{source=coindesk}"] == 1
+    assert samples["top_coins_scrape_outcome{outcome=failed}{source=coindesk}"] == 0
+    assert samples["top_coins_scrape_duration_seconds{source=coindesk}"] > 0
+    assert samples["top_coins_scrape_last_success_timestamp_seconds{source=coindesk}"] > 1.7e9
 
 
 def test_a_failed_run_pushes_its_outcome_but_keeps_the_last_success_time(
     scrape, providers, pushgateway
 ):
-    providers.inject("cryptocompare", Fault.ERROR_PAYLOAD, times=-1)
+    providers.inject("coindesk", Fault.ERROR_PAYLOAD, times=-1)
     assert scrape("ranks", PUSHGATEWAY_URL=pushgateway.url) == 1
     samples = pushgateway.samples()
-    assert samples["top_coins_scrape_outcome{outcome=failed}"] == 1
-    assert "top_coins_scrape_last_success_timestamp_seconds" not in samples
+    assert samples["top_coins_scrape_outcome{outcome=failed}{source=coindesk}"] == 1
+    assert not any(name.startswith("top_coins_scrape_last_success") for name in samples)
 
 
 def test_an_unreachable_pushgateway_does_not_fail_the_run(scrape, capsys):

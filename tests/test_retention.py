@@ -17,11 +17,11 @@ def age_runs(db, days: float) -> None:
         )
 
 
-def surviving(db, source: str) -> list[tuple[int, str]]:
+def surviving(db, kind: str) -> list[tuple[int, str]]:
     with Session(db) as session:
         rows = session.execute(
             select(ScrapeRun.id, ScrapeRun.status)
-            .where(ScrapeRun.source == source)
+            .where(ScrapeRun.kind == kind)
             .order_by(ScrapeRun.id)
         )
         return [tuple(row) for row in rows]
@@ -30,7 +30,7 @@ def surviving(db, source: str) -> list[tuple[int, str]]:
 def test_history_is_kept_within_the_retention(scrape, db):
     for _ in range(3):
         assert scrape("ranks") == 0
-    assert [status for _, status in surviving(db, "cryptocompare")] == ["succeeded"] * 3
+    assert [status for _, status in surviving(db, "ranking")] == ["succeeded"] * 3
 
 
 def test_runs_older_than_the_retention_are_pruned_with_their_rows(scrape, db, providers):
@@ -38,15 +38,15 @@ def test_runs_older_than_the_retention_are_pruned_with_their_rows(scrape, db, pr
     assert scrape("prices") == 0
     assert scrape("ranks") == 0
     age_runs(db, 8)
-    [(newest_ranking, _)] = surviving(db, "cryptocompare")[-1:]
+    [(newest_ranking, _)] = surviving(db, "ranking")[-1:]
     assert scrape("ranks") == 0
-    ranking_runs = surviving(db, "cryptocompare")
+    ranking_runs = surviving(db, "ranking")
     assert len(ranking_runs) == 1
     assert ranking_runs[0][0] > newest_ranking
     with Session(db) as session:
         assert session.scalar(select(func.count(func.distinct(RankingEntry.run_id)))) == 1
-    # The price scraper prunes its own source on its next run.
-    assert len(surviving(db, "coinmarketcap")) == 1
+    # The price scraper prunes its own kind on its next run.
+    assert len(surviving(db, "prices")) == 1
 
 
 def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
@@ -61,7 +61,7 @@ def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
     assert store.top_coins() == served
     providers.clear_faults()
     assert scrape("prices") == 0
-    assert [s for _, s in surviving(db, "coinmarketcap")] == ["failed", "succeeded"]
+    assert [s for _, s in surviving(db, "prices")] == ["failed", "succeeded"]
     with Session(db) as session:
         assert session.scalar(select(func.count(func.distinct(PriceQuote.run_id)))) == 1
 
@@ -70,6 +70,19 @@ def test_retention_is_configurable(scrape, db):
     assert scrape("ranks") == 0
     age_runs(db, 2)
     assert scrape("ranks", RETENTION_DAYS="3") == 0
-    assert len(surviving(db, "cryptocompare")) == 2
+    assert len(surviving(db, "ranking")) == 2
     assert scrape("ranks", RETENTION_DAYS="1") == 0
-    assert len(surviving(db, "cryptocompare")) == 2
+    assert len(surviving(db, "ranking")) == 2
+
+
+def test_pruning_one_kind_spares_the_other_kind_of_the_same_provider(scrape, db):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    assert scrape("prices") == 0
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    age_runs(db, 8)
+    assert scrape("prices") == 0
+    assert len(surviving(db, "ranking")) == 2
+    assert [status for _, status in surviving(db, "prices")] == ["succeeded"]
+    with Session(db) as session:
+        sources = set(session.scalars(select(ScrapeRun.source)))
+    assert sources == {"coinmarketcap"}

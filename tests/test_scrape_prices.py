@@ -1,54 +1,86 @@
-"""``python -m scrapers prices``: CoinMarketCap quotes for every ranked coin."""
+"""``python -m scrapers prices``: CoinMarketCap quotes for the ranked coins, by id, on a budget."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from fakeproviders import Fault
+from scrapers.cli import main as scrapers_main
 from topcoins.models import PriceQuote, ScrapeRun
+
+QUOTES_PATH = "/v2/cryptocurrency/quotes/latest"
 
 
 def price_runs(db) -> list[ScrapeRun]:
     with Session(db) as session:
         return list(
             session.scalars(
-                select(ScrapeRun).where(ScrapeRun.source == "coinmarketcap").order_by(ScrapeRun.id)
+                select(ScrapeRun).where(ScrapeRun.kind == "prices").order_by(ScrapeRun.id)
             )
         )
 
 
-def cmc_requests(providers) -> list:
-    return [r for r in providers.requests if r.provider == "coinmarketcap"]
+def quote_calls(providers) -> list[dict[str, str]]:
+    return [r.query for r in providers.requests if r.path == QUOTES_PATH]
 
 
-def expected_match(providers, symbol: str, name: str):
-    """The merge rules, restated over the fake market: what a ranked coin should be priced at."""
-    same_symbol = [a for a in providers.market.assets if a.symbol == symbol]
-    if same_symbol:
-        named = [a for a in same_symbol if a.name.lower() == name.lower()]
-        if named:
-            return named[0]
-        return min(same_symbol, key=lambda a: (a.cmc_rank is None, a.cmc_rank or 0, a.id))
-    same_name = [a for a in providers.market.assets if a.name.lower() == name.lower()]
-    return same_name[0] if same_name else None
+def assets_by_id(providers) -> dict:
+    return {a.id: a for a in providers.market.assets}
 
 
-def test_every_ranked_coin_that_coinmarketcap_knows_gets_its_price(scraped, store, providers):
+def test_a_price_run_for_200_resolved_coins_records_2_credits(scrape, db, store, providers):
+    missing = [c for c in providers.market.ranking[:201] if c.cmc_id is None]
+    for coin in missing:
+        providers.market.ranking.remove(coin)
+    assert scrape("ranks") == 0
+    assert all(row["cmc_id"] is not None for row in store.top_coins())
+    providers.requests.clear()
+    assert scrape("prices") == 0
+    [call] = quote_calls(providers)
+    assert len(call["id"].split(",")) == 200
+    assert "symbol" not in call
+    [run] = price_runs(db)
+    assert (run.status, run.credit_count, run.item_count, run.ticker_lookups) == (
+        "succeeded",
+        2,
+        200,
+        0,
+    )
+    assert sum(1 for row in store.top_coins() if row["price_usd"] is not None) == 200
+
+
+def test_every_ranked_coin_gets_the_price_of_its_own_asset(scraped, store, providers):
     rows = store.top_coins()
     assert len(rows) == 200
-    unpriced = []
+    assets = assets_by_id(providers)
+    truth = {c.symbol.rstrip("*"): c.cmc_id for c in providers.market.ranking[:200]}
     for row in rows:
-        asset = expected_match(providers, row["symbol"], row["name"])
-        if asset is None:
-            unpriced.append(row["symbol"])
-            assert row["price_usd"] is None
-        else:
-            assert (row["symbol"], row["cmc_id"], row["price_usd"]) == (
-                row["symbol"],
-                asset.id,
-                asset.price,
-            )
-    assert 1 <= len(unpriced) < 10
+        expected = truth[row["symbol"]]
+        assert row["cmc_id"] == expected, row["symbol"]
+        assert row["price_usd"] == (assets[expected].price if expected else None)
+    assert [r["symbol"] for r in rows if r["price_usd"] is None] == ["FLC"]
+
+
+def test_only_the_resolved_ids_are_asked_and_stored(scraped, db, store, providers):
+    resolved = {row["cmc_id"] for row in store.top_coins() if row["cmc_id"] is not None}
+    [call] = quote_calls(providers)
+    assert {int(i) for i in call["id"].split(",")} == resolved
+    with Session(db) as session:
+        stored = set(session.scalars(select(PriceQuote.cmc_id)))
+    assert stored == resolved
+
+
+def test_shared_tickers_are_priced_with_their_own_asset(scraped, store, providers):
+    by_symbol = {r["symbol"]: r["cmc_id"] for r in store.top_coins()}
+    assert (by_symbol["ETC"], by_symbol["HOT"], by_symbol["GRT"], by_symbol["BTG"]) == (
+        1321,
+        2682,
+        6719,
+        2083,
+    )
+    assert 7083 not in by_symbol.values(), "Uniswap (UNI) is not ranked"
 
 
 def test_coins_far_down_coinmarketcaps_own_ranking_are_priced(scraped, store, providers):
@@ -58,46 +90,144 @@ def test_coins_far_down_coinmarketcaps_own_ranking_are_priced(scraped, store, pr
     assert all(r["price_usd"] is not None for r in far_down)
 
 
-def test_quotes_are_asked_by_symbol_then_by_slug_for_the_rest(scraped, providers):
-    calls = cmc_requests(providers)
-    assert [c.path for c in calls] == ["/v2/cryptocurrency/quotes/latest"] * 2
-    by_symbol, by_slug = calls
-    assert "IOT" in by_symbol.query["symbol"].split(",")
-    assert "iota" in by_slug.query["slug"].split(",")
-    assert all(c.query["convert"] == "USD" for c in calls)
-
-
-def test_iota_is_found_by_name_under_another_ticker(scraped, store, providers):
-    iot = next(r for r in store.top_coins() if r["symbol"] == "IOT")
-    miota = next(a for a in providers.market.assets if a.id == 1720)
-    assert (iot["cmc_id"], iot["price_usd"], iot["match"]) == (1720, miota.price, "name")
-
-
-def test_shared_tickers_resolve_by_name_then_by_cmc_rank(scraped, store):
-    by_symbol = {r["symbol"]: r["cmc_id"] for r in store.top_coins()}
-    assert by_symbol["ETC"] == 1321
-    assert by_symbol["HOT"] == 2682
-
-
-def test_alias_is_fetched_by_id_and_wins(scrape, store, providers):
-    assert scrape("ranks") == 0
-    store.alias("HOT", 2430)
-    assert scrape("prices") == 0
-    hot = next(r for r in store.top_coins() if r["symbol"] == "HOT")
-    hydro = next(a for a in providers.market.assets if a.id == 2430)
-    assert (hot["cmc_id"], hot["price_usd"], hot["match"]) == (2430, hydro.price, "alias")
-    by_id = [c for c in cmc_requests(providers) if "id" in c.query]
-    assert [c.query["id"] for c in by_id] == ["2430"]
-    assert "HOT" not in cmc_requests(providers)[0].query["symbol"].split(",")
-
-
-def test_credit_count_is_recorded_per_run(scraped, db):
+def test_with_a_fresh_map_coins_it_cannot_resolve_cost_no_ticker_lookup(scraped, db, providers):
+    assert all("symbol" not in call for call in quote_calls(providers))
     [run] = price_runs(db)
-    assert run.status == "succeeded"
-    assert 1 <= run.credit_count <= 10
-    with Session(db) as session:
-        stored = session.scalar(select(PriceQuote.run_id).limit(1))
-    assert stored == run.id
+    assert run.ticker_lookups == 0
+
+
+def test_without_a_map_unresolved_coins_are_looked_up_by_ticker_as_a_last_resort(
+    env, db, store, providers
+):
+    without_key = {k: v for k, v in env.items() if k != "COINMARKETCAP_API_KEY"}
+    assert scrapers_main(["ranks"], without_key) == 0
+    unresolved = [r["symbol"] for r in store.top_coins() if r["match"] is None]
+    assert "ETC" in unresolved
+    assert scrapers_main(["prices"], env) == 0
+    _by_id, by_symbol = quote_calls(providers)
+    assert set(by_symbol["symbol"].split(",")) == set(unresolved)
+    [run] = price_runs(db)
+    assert run.ticker_lookups == len(unresolved)
+    etc = next(r for r in store.top_coins() if r["symbol"] == "ETC")
+    assert (etc["cmc_id"], etc["match"]) == (1321, "ticker")
+    assert etc["price_usd"] == assets_by_id(providers)[1321].price
+
+
+def test_a_coinmarketcap_ranking_is_priced_with_its_own_quotes_for_nothing(
+    scrape, db, store, providers
+):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    assert scrape("prices") == 0
+    assert quote_calls(providers) == []
+    [run] = price_runs(db)
+    assert (run.credit_count, run.item_count) == (0, 200)
+    assets = assets_by_id(providers)
+    rows = store.top_coins()
+    assert all(r["price_usd"] == assets[r["cmc_id"]].price for r in rows)
+    assert {r["match"] for r in rows} == {"provider"}
+
+
+def test_the_same_coinmarketcap_ranking_is_not_priced_twice(scrape, db, providers, capsys):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    assert scrape("prices") == 0
+    assert scrape("prices") == 0
+    assert len(price_runs(db)) == 1
+    assert "are stored already" in capsys.readouterr().out
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    assert scrape("prices") == 0
+    assert len(price_runs(db)) == 2
+
+
+def test_an_alias_in_a_coinmarketcap_ranking_costs_only_its_own_id(scrape, db, store, providers):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    listed = {row["cmc_id"] for row in store.top_coins()}
+    outside = next(a for a in providers.market.assets if a.id not in listed and a.price)
+    store.alias("BTC", outside.id)
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    assert scrape("prices") == 0
+    [call] = quote_calls(providers)
+    assert call["id"] == str(outside.id)
+    btc = next(r for r in store.top_coins() if r["symbol"] == "BTC")
+    assert (btc["cmc_id"], btc["match"], btc["price_usd"]) == (outside.id, "alias", outside.price)
+    assert price_runs(db)[-1].credit_count == 1
+
+
+def test_each_price_run_records_the_plan_and_the_credits_left(scrape, db, providers):
+    account = providers.coinmarketcap_account
+    assert scrape("ranks") == 0
+    account.credits_used_month = 1234
+    assert scrape("prices") == 0
+    [run] = price_runs(db)
+    assert (run.credit_limit_monthly, run.credits_left_monthly) == (10_000, 10_000 - 1234)
+    assert run.credits_reset_at == account.month_reset_at
+    assert account.credits_used_month == 1234 + run.credit_count
+
+
+def test_a_run_that_would_spend_below_the_floor_spends_nothing(
+    scraped, scrape, db, store, providers
+):
+    served = store.top_coins()
+    account = providers.coinmarketcap_account
+    account.credits_used_month = account.credit_limit_monthly - 501
+    providers.requests.clear()
+    assert scrape("prices") == 1
+    assert quote_calls(providers) == []
+    failed = price_runs(db)[-1]
+    assert failed.status == "failed"
+    assert failed.error.startswith("CoinMarketCap: credit floor reached: ")
+    assert "501" in failed.error
+    assert "COINMARKETCAP_CREDIT_FLOOR is 500" in failed.error
+    assert (failed.credit_count, failed.credits_left_monthly) == (0, 501)
+    assert store.top_coins() == served
+
+
+def test_the_credit_floor_is_the_operators_choice(scraped, scrape, db, providers):
+    account = providers.coinmarketcap_account
+    account.credits_used_month = account.credit_limit_monthly - 10
+    assert scrape("prices", COINMARKETCAP_CREDIT_FLOOR="0") == 0
+    assert scrape("prices", COINMARKETCAP_CREDIT_FLOOR="9") == 1
+
+
+def test_the_daily_limit_is_checked_before_spending(scraped, scrape, db, providers):
+    account = providers.coinmarketcap_account
+    account.credit_limit_daily = account.credits_used_day + 1
+    assert scrape("prices") == 1
+    assert price_runs(db)[-1].error.startswith("CoinMarketCap: daily credit limit reached: ")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault.RATE_LIMITED, "per-minute rate limit reached"),
+        (Fault.DAILY_LIMIT, "daily credit limit reached"),
+        (Fault.MONTHLY_LIMIT, "monthly credit limit reached"),
+        (Fault.IP_RATE_LIMITED, "IP rate limit reached"),
+    ],
+)
+def test_coinmarketcap_limits_fail_the_run_with_their_code(
+    scraped, scrape, db, providers, fault, reason
+):
+    code = {
+        Fault.RATE_LIMITED: 1008,
+        Fault.DAILY_LIMIT: 1009,
+        Fault.MONTHLY_LIMIT: 1010,
+        Fault.IP_RATE_LIMITED: 1011,
+    }[fault]
+    providers.inject("coinmarketcap", fault, times=-1)
+    assert scrape("prices", HTTP_RETRIES="0") == 1
+    error = price_runs(db)[-1].error
+    assert error.startswith(f"CoinMarketCap: {reason}: ")
+    assert f"error {code}" in error
+    assert "\n" not in error
+
+
+def test_the_monthly_limit_reached_upstream_is_seen_before_any_spend(
+    scraped, scrape, db, providers
+):
+    account = providers.coinmarketcap_account
+    account.credits_used_month = account.credit_limit_monthly
+    assert scrape("prices") == 1
+    assert price_runs(db)[-1].credits_left_monthly == 0
 
 
 def test_prices_before_any_ranking_fail_with_a_reason(scrape, db, providers):
@@ -105,14 +235,29 @@ def test_prices_before_any_ranking_fail_with_a_reason(scrape, db, providers):
     [run] = price_runs(db)
     assert run.status == "failed"
     assert "no ranking snapshot yet" in run.error
-    assert cmc_requests(providers) == []
+    assert [r for r in providers.requests if r.provider == "coinmarketcap"] == []
 
 
 def test_price_drift_is_served_after_the_next_scrape(scrape, store, providers):
     assert scrape("ranks") == 0
     assert scrape("prices") == 0
-    btc = next(a for a in providers.market.assets if a.symbol == "BTC")
+    btc = assets_by_id(providers)[1]
     before = next(r for r in store.top_coins() if r["symbol"] == "BTC")["price_usd"]
     btc.price = before * 2
     assert scrape("prices") == 0
     assert next(r for r in store.top_coins() if r["symbol"] == "BTC")["price_usd"] == before * 2
+
+
+def test_an_unresolved_coin_from_an_older_ranking_is_still_priced_by_ticker(scrape, store, db):
+    """Rankings stored before ids existed have none: the view falls back to their tickers."""
+    assert scrape("ranks") == 0
+    with db.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE ranking_entries SET cmc_id = NULL, resolved_by = NULL WHERE symbol = 'ETH'"
+            )
+        )
+        connection.execute(text("DELETE FROM cmc_assets"))
+    assert scrape("prices") == 0
+    eth = next(r for r in store.top_coins() if r["symbol"] == "ETH")
+    assert (eth["cmc_id"], eth["match"]) == (1027, "ticker")

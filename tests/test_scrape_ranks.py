@@ -1,13 +1,22 @@
-"""``python -m scrapers ranks``: CryptoCompare's volume ranking becomes a snapshot."""
+"""``python -m scrapers ranks``: the chosen provider's volume ranking becomes a snapshot."""
 
 from __future__ import annotations
 
+import pytest
+import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fakeproviders import FakeProviders
-from scrapers.cli import main as scrapers_main
+from tests.support import CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY
 from topcoins.models import RankingEntry, ScrapeRun
+
+PROVIDERS = ["coindesk", "cryptocompare", "coinmarketcap"]
+KEYS = {
+    "coindesk": ("COINDESK_API_KEY", COINDESK_KEY),
+    "cryptocompare": ("CRYPTOCOMPARE_API_KEY", CRYPTOCOMPARE_KEY),
+    "coinmarketcap": ("COINMARKETCAP_API_KEY", CMC_KEY),
+}
 
 
 def ranking(db) -> list[RankingEntry]:
@@ -22,67 +31,144 @@ def runs(db) -> list[ScrapeRun]:
         return list(session.scalars(select(ScrapeRun).order_by(ScrapeRun.id)))
 
 
-def test_ranking_holds_the_top_200_in_volume_order(scrape, db, providers):
+def calls(providers: FakeProviders, provider: str, path: str) -> list[dict[str, str]]:
+    return [r.query for r in providers.requests if r.provider == provider and r.path == path]
+
+
+def test_coindesk_ranks_the_top_200_by_spot_volume_from_page_1(scrape, db, providers):
     assert scrape("ranks") == 0
-    stored = ranking(db)
     expected = providers.market.ranking[:200]
-    assert [(e.rank, e.symbol, e.name) for e in stored] == [
-        (i, coin.symbol, coin.full_name) for i, coin in enumerate(expected, start=1)
+    assert [(e.rank, e.symbol, e.name) for e in ranking(db)] == [
+        (i, coin.symbol.rstrip("*"), coin.full_name) for i, coin in enumerate(expected, start=1)
     ]
+    pages = calls(providers, "coindesk", "/asset/v1/top/list")
+    assert [(p["page"], p["page_size"]) for p in pages] == [("1", "100"), ("2", "100")]
+    assert {(p["sort_by"], p["sort_direction"], p["toplist_quote_asset"]) for p in pages} == {
+        ("SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD", "DESC", "USD")
+    }
     [run] = runs(db)
-    assert (run.source, run.status, run.item_count, run.error) == (
-        "cryptocompare",
+    assert (run.kind, run.source, run.status, run.item_count, run.measure) == (
+        "ranking",
+        "coindesk",
         "succeeded",
         200,
-        None,
+        "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD",
     )
-    assert run.finished_at >= run.started_at
 
 
-def test_pages_of_100_are_requested_from_page_0(scrape, providers):
+def test_coindesk_ids_slug_volume_price_and_coinmarketcap_id_are_kept(scrape, db, providers):
     assert scrape("ranks") == 0
-    pages = [r.query for r in providers.requests if r.provider == "cryptocompare"]
+    stored = {e.rank: e for e in ranking(db)}
+    with_id = [
+        (rank, coin)
+        for rank, coin in enumerate(providers.market.ranking[:200], start=1)
+        if coin.coindesk_cmc_id is not None and coin.price is not None
+    ]
+    assert len(with_id) > 100
+    for rank, coin in with_id:
+        entry = stored[rank]
+        assert (entry.provider_asset_id, entry.volume_24h_usd, entry.price_usd) == (
+            coin.cc_id,
+            coin.volume_24h,
+            coin.price,
+        )
+        assert (entry.cmc_id, entry.resolved_by) == (coin.coindesk_cmc_id, "provider")
+        assert entry.slug
+        assert entry.price_updated_at is not None
+    bitcoin = stored[1]
+    assert (bitcoin.symbol, bitcoin.slug, bitcoin.cmc_id) == ("BTC", "bitcoin", 1)
+
+
+def test_cryptocompare_legacy_ranking_pages_from_0_by_total_volume(scrape, db, providers):
+    assert scrape("ranks", RANKING_PROVIDER="cryptocompare") == 0
+    pages = calls(providers, "cryptocompare", "/data/top/totalvolfull")
     assert pages == [
         {"tsym": "USD", "limit": "100", "page": "0"},
         {"tsym": "USD", "limit": "100", "page": "1"},
     ]
-    assert all(r.path == "/data/top/totalvolfull" for r in providers.requests)
-
-
-def test_ranking_size_is_configurable(scrape, db, providers):
-    assert scrape("ranks", RANKING_SIZE="250") == 0
     stored = ranking(db)
-    assert len(stored) == 250
-    assert stored[-1].symbol == providers.market.ranking[249].symbol
+    expected = providers.market.ranking[:200]
+    assert [(e.symbol, e.name) for e in stored] == [
+        (coin.symbol.rstrip("*"), coin.full_name) for coin in expected
+    ]
+    assert (stored[0].provider_asset_id, stored[0].volume_24h_usd) == (
+        expected[0].cc_id,
+        expected[0].volume_24h,
+    )
+    [run] = runs(db)
+    assert (run.source, run.measure) == ("cryptocompare", "TOTALVOLUME24HTO")
+
+
+def test_a_starred_cryptocompare_ticker_is_stored_as_the_plain_ticker(scrape, db, providers):
+    starred = [c for c in providers.market.ranking[:200] if c.symbol.endswith("*")]
+    assert {c.symbol for c in starred} >= {"HOT*", "POLY*"}
+    assert scrape("ranks", RANKING_PROVIDER="cryptocompare") == 0
+    by_name = {e.name: e.symbol for e in ranking(db)}
+    assert by_name["Holo"] == "HOT"
+    assert by_name["Polymath Network"] == "POLY"
+
+
+def test_coinmarketcap_ranks_by_volume_in_one_listings_call_with_ids(scrape, db, providers):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    [listing] = calls(providers, "coinmarketcap", "/v1/cryptocurrency/listings/latest")
+    assert (listing["sort"], listing["sort_dir"], listing["limit"], listing["convert"]) == (
+        "volume_24h",
+        "desc",
+        "200",
+        "USD",
+    )
+    stored = ranking(db)
+    assert len(stored) == 200
+    volumes = [e.volume_24h_usd for e in stored]
+    assert volumes == sorted(volumes, reverse=True)
+    assets = {a.id: a for a in providers.market.assets}
+    assert all(e.resolved_by == "provider" and e.cmc_id == e.provider_asset_id for e in stored)
+    assert all(e.symbol == assets[e.cmc_id].symbol for e in stored)
+    assert all(e.price_usd == assets[e.cmc_id].price for e in stored)
+    [run] = runs(db)
+    assert (run.source, run.measure, run.credit_count) == ("coinmarketcap", "volume_24h", 1)
+    assert run.credits_left_monthly == 10_000
+
+
+def test_coinmarketcap_ranking_is_the_providers_own_volume_order(scrape, db, providers, env):
+    assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
+    listed = requests.get(
+        providers.coinmarketcap_url + "/v1/cryptocurrency/listings/latest",
+        params={"sort": "volume_24h", "limit": "200"},
+        headers={"X-CMC_PRO_API_KEY": env["COINMARKETCAP_API_KEY"]},
+        timeout=5,
+    ).json()["data"]
+    assert [e.cmc_id for e in ranking(db)] == [asset["id"] for asset in listed]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_ranking_size_is_configurable(scrape, db, providers, provider):
+    assert scrape("ranks", RANKING_PROVIDER=provider, RANKING_SIZE="250") == 0
+    stored = ranking(db)
+    assert [e.rank for e in stored] == list(range(1, 251))
 
 
 def test_sponsored_data_is_not_ranked(scrape, db, providers):
     sponsored = {coin.symbol for coin in providers.market.sponsored}
     assert sponsored
-    assert scrape("ranks") == 0
+    for provider in ("coindesk", "cryptocompare"):
+        assert scrape("ranks", RANKING_PROVIDER=provider) == 0
     assert sponsored.isdisjoint(e.symbol for e in ranking(db))
 
 
-def test_entries_without_market_data_keep_their_place(scrape, db, providers):
-    no_raw = [
+@pytest.mark.parametrize("provider", ["coindesk", "cryptocompare"])
+def test_entries_without_market_data_keep_their_place(scrape, db, providers, provider):
+    no_price = [
         (i, c.symbol)
         for i, c in enumerate(providers.market.ranking[:200], start=1)
         if c.price is None
     ]
-    assert no_raw
-    assert scrape("ranks") == 0
+    assert no_price
+    assert scrape("ranks", RANKING_PROVIDER=provider) == 0
     stored = {e.rank: e for e in ranking(db)}
-    for rank, symbol in no_raw:
+    for rank, symbol in no_price:
         assert stored[rank].symbol == symbol
-        assert stored[rank].volume_24h_usd is None
-
-
-def test_volume_and_ids_are_stored(scrape, db, providers):
-    assert scrape("ranks") == 0
-    first = ranking(db)[0]
-    coin = providers.market.ranking[0]
-    assert first.volume_24h_usd == coin.volume_24h
-    assert first.cryptocompare_id == coin.cc_id
+        assert stored[rank].price_usd is None
 
 
 def test_each_scrape_keeps_its_own_snapshot(scrape, db):
@@ -92,24 +178,31 @@ def test_each_scrape_keeps_its_own_snapshot(scrape, db):
     assert len({e.run_id for e in ranking(db)}) == 2
 
 
-def test_cryptocompare_key_goes_in_the_authorization_header_only(env, db):
-    with FakeProviders(cryptocompare_key="cc-secret-123") as server:
-        assert (
-            scrapers_main(["ranks"], {**env, "CRYPTOCOMPARE_BASE_URL": server.cryptocompare_url})
-            == 1
-        )
-        assert (
-            scrapers_main(
-                ["ranks"],
-                {
-                    **env,
-                    "CRYPTOCOMPARE_BASE_URL": server.cryptocompare_url,
-                    "CRYPTOCOMPARE_API_KEY": "cc-secret-123",
-                },
-            )
-            == 0
-        )
-        last = server.requests[-1]
-    assert last.headers["Authorization"] == "Apikey cc-secret-123"
-    assert "cc-secret-123" not in last.raw_url
-    assert [r.status for r in runs(db)] == ["failed", "succeeded"]
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_key_goes_in_a_header_only(scrape, providers, provider):
+    assert scrape("ranks", RANKING_PROVIDER=provider) == 0
+    _variable, key = KEYS[provider]
+    sent = [r for r in providers.requests if r.provider == provider]
+    assert sent
+    header = "X-CMC_PRO_API_KEY" if provider == "coinmarketcap" else "Authorization"
+    expected = key if provider == "coinmarketcap" else f"Apikey {key}"
+    assert all(r.headers[header] == expected for r in sent)
+    assert all(key not in r.raw_url for r in providers.requests)
+
+
+@pytest.mark.parametrize(
+    ("provider", "reason"),
+    [
+        ("coindesk", "CoinDesk: key rejected: "),
+        ("cryptocompare", "CryptoCompare: key rejected: You are using an invalid api key!"),
+        ("coinmarketcap", "CoinMarketCap: key rejected: This API Key is invalid."),
+    ],
+)
+def test_a_rejected_key_fails_the_run_with_a_one_line_reason(scrape, db, provider, reason):
+    variable, _ = KEYS[provider]
+    assert scrape("ranks", RANKING_PROVIDER=provider, **{variable: "wrong-key"}) == 1
+    [run] = runs(db)
+    assert (run.kind, run.source, run.status) == ("ranking", provider, "failed")
+    assert run.error.startswith(reason)
+    assert "\n" not in run.error
+    assert "wrong-key" not in run.error

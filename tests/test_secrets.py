@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from fakeproviders import Fault
-from tests.support import CMC_KEY, Gunicorn, run_scrapers
+from tests.support import CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY, Gunicorn, run_scrapers
 
 
 def test_coinmarketcap_key_is_sent_as_a_header_and_never_in_the_url(scraped, providers):
@@ -19,29 +19,43 @@ def test_coinmarketcap_key_is_sent_as_a_header_and_never_in_the_url(scraped, pro
 
 def test_keys_and_database_password_never_appear_in_output(env, providers, db_url):
     password = "db-pass-8c1e"
-    cc_key = "cc-key-4be2"
     secret_env = {
         **env,
-        "CRYPTOCOMPARE_API_KEY": cc_key,
         "DATABASE_URL": db_url.replace("postgres@", f"postgres:{password}@", 1),
+        "HTTP_BACKOFF_SECONDS": "0",
     }
     assert password in secret_env["DATABASE_URL"]
+    commands = [
+        ("coindesk", ["ranks"]),
+        ("cryptocompare", ["ranks"]),
+        ("coinmarketcap", ["ranks"]),
+        ("coindesk", ["prices"]),
+        ("coindesk", ["cmc", "listings"]),
+        ("coindesk", ["cmc", "usage"]),
+        ("coindesk", ["coindesk", "top"]),
+        ("coindesk", ["cryptocompare", "top"]),
+    ]
     outputs = []
     for fault in (None, Fault.ERROR_PAYLOAD, Fault.HTTP_500):
         providers.clear_faults()
         if fault is not None:
-            providers.inject("coinmarketcap", fault, times=-1)
-            providers.inject("cryptocompare", fault, times=-1)
-        for command in (["ranks"], ["prices"], ["cmc", "listings"], ["cryptocompare", "top"]):
-            result = run_scrapers({**secret_env, "HTTP_BACKOFF_SECONDS": "0"}, *command)
+            for provider in ("coindesk", "cryptocompare", "coinmarketcap"):
+                providers.inject(provider, fault, times=-1)
+        for provider, command in commands:
+            result = run_scrapers({**secret_env, "RANKING_PROVIDER": provider}, *command)
             outputs.append(result.stdout + result.stderr)
+    for variable in ("COINDESK_API_KEY", "COINMARKETCAP_API_KEY", "CRYPTOCOMPARE_API_KEY"):
+        result = run_scrapers(
+            {**secret_env, "RANKING_PROVIDER": "cryptocompare", variable: "bad-key-5d7e"}, "ranks"
+        )
+        outputs.append(result.stdout + result.stderr)
     broken_db = {**secret_env, "DATABASE_URL": f"postgresql://u:{password}@127.0.0.1:1/x"}
     result = run_scrapers(broken_db, "ranks")
     outputs.append(result.stdout + result.stderr)
     text = "\n".join(outputs)
     assert "succeeded" in text
-    assert "failed" in text
-    for secret in (CMC_KEY, cc_key, password):
+    assert "key rejected" in text
+    for secret in (CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY, "bad-key-5d7e", password):
         assert secret not in text
 
 

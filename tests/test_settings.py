@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from tests.support import run_python, run_scrapers
-from topcoins.settings import ApiSettings, ConfigError, HttpSettings, ScraperSettings, database_url
+from topcoins.settings import (
+    ApiSettings,
+    CoinDeskSettings,
+    CoinMarketCapSettings,
+    ConfigError,
+    HttpSettings,
+    ScraperSettings,
+    database_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -17,13 +25,35 @@ from topcoins.settings import ApiSettings, ConfigError, HttpSettings, ScraperSet
         ("ranks", {"RANKING_SIZE": "5"}, "RANKING_SIZE"),
         ("ranks", {"RETENTION_DAYS": "-1"}, "RETENTION_DAYS"),
         ("ranks", {"HTTP_TIMEOUT_SECONDS": "soon"}, "HTTP_TIMEOUT_SECONDS"),
-        ("ranks", {"CRYPTOCOMPARE_BASE_URL": "ftp://x"}, "CRYPTOCOMPARE_BASE_URL"),
+        ("ranks", {"RANKING_PROVIDER": "coingecko"}, "RANKING_PROVIDER must be one of"),
+        ("ranks", {"COINDESK_API_KEY": ""}, "COINDESK_API_KEY is not set"),
+        ("ranks", {"COINDESK_BASE_URL": "ftp://x"}, "COINDESK_BASE_URL"),
+        (
+            "ranks",
+            {"RANKING_PROVIDER": "cryptocompare", "CRYPTOCOMPARE_API_KEY": ""},
+            "CRYPTOCOMPARE_API_KEY is not set",
+        ),
+        (
+            "ranks",
+            {"RANKING_PROVIDER": "cryptocompare", "CRYPTOCOMPARE_BASE_URL": "ftp://x"},
+            "CRYPTOCOMPARE_BASE_URL",
+        ),
+        (
+            "ranks",
+            {"RANKING_PROVIDER": "coinmarketcap", "COINMARKETCAP_API_KEY": ""},
+            "COINMARKETCAP_API_KEY is not set",
+        ),
+        ("ranks", {"COINMARKETCAP_CREDIT_FLOOR": "many"}, "COINMARKETCAP_CREDIT_FLOOR"),
         ("prices", {"COINMARKETCAP_API_KEY": ""}, "COINMARKETCAP_API_KEY is not set"),
         ("prices", {"COINMARKETCAP_BASE_URL": "not a url"}, "COINMARKETCAP_BASE_URL"),
+        ("prices", {"COINMARKETCAP_CREDIT_FLOOR": "-5"}, "COINMARKETCAP_CREDIT_FLOOR"),
+        ("cryptocompare", {"CRYPTOCOMPARE_API_KEY": ""}, "CRYPTOCOMPARE_API_KEY is not set"),
+        ("coindesk", {"COINDESK_API_KEY": ""}, "COINDESK_API_KEY is not set"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it_and_exit_2(env, command, overrides, named):
-    result = run_scrapers({**env, **overrides}, command)
+    argv = [command, "top"] if command in ("coindesk", "cryptocompare") else [command]
+    result = run_scrapers({**env, **overrides}, *argv)
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -48,6 +78,15 @@ def test_api_without_database_url_exits_2_with_one_line(env):
 def test_defaults():
     settings = ScraperSettings.from_env({"DATABASE_URL": "postgresql://u@h/d"})
     assert (settings.ranking_size, settings.retention_days) == (200, 7.0)
+    assert settings.ranking_provider == "coindesk"
+    coinmarketcap = CoinMarketCapSettings.from_env({"COINMARKETCAP_API_KEY": "k"})
+    assert (coinmarketcap.base_url, coinmarketcap.credit_floor) == (
+        "https://pro-api.coinmarketcap.com",
+        500,
+    )
+    assert CoinDeskSettings.from_env({"COINDESK_API_KEY": "k"}).base_url == (
+        "https://data-api.coindesk.com"
+    )
     assert settings.http == HttpSettings(
         timeout_seconds=10.0, retries=3, backoff_seconds=1.0, deadline_seconds=60.0
     )
@@ -72,3 +111,15 @@ def test_settings_objects_do_not_show_secrets():
     assert "hunter2" not in repr(settings)
     with pytest.raises(ConfigError, match="RANKING_SIZE"):
         ScraperSettings.from_env({"DATABASE_URL": "postgresql://u@h/d", "RANKING_SIZE": "1.5"})
+
+
+def test_ranking_provider_is_read_case_insensitively():
+    env = {"DATABASE_URL": "postgresql://u@h/d", "RANKING_PROVIDER": " CoinMarketCap "}
+    assert ScraperSettings.from_env(env).ranking_provider == "coinmarketcap"
+
+
+def test_provider_settings_do_not_show_keys():
+    shown = repr(CoinDeskSettings.from_env({"COINDESK_API_KEY": "cd-secret-9"})) + repr(
+        CoinMarketCapSettings.from_env({"COINMARKETCAP_API_KEY": "cmc-secret-9"})
+    )
+    assert "secret" not in shown

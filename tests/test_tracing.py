@@ -75,9 +75,10 @@ def test_incoming_traceparent_is_continued(spans, client):
 def test_a_scrape_is_one_trace_with_http_and_database_spans(spans, scrape, db, capsys, providers):
     assert scrape("ranks") == 0
     finished = spans.get_finished_spans()
-    [root] = [s for s in finished if s.name == "scrape cryptocompare"]
+    [root] = [s for s in finished if s.name == "scrape ranking"]
     assert root.parent is None
     assert root.attributes["topcoins.outcome"] == "succeeded"
+    assert root.attributes["topcoins.source"] == "coindesk"
     trace = of_trace(finished, root.context.trace_id)
     http = [
         s
@@ -85,7 +86,8 @@ def test_a_scrape_is_one_trace_with_http_and_database_spans(spans, scrape, db, c
         if s.kind is SpanKind.CLIENT
         and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "GET"
     ]
-    assert len(http) == 2  # two pages of the ranking
+    # Two pages of the ranking, then CoinMarketCap's key usage and its id map.
+    assert len(http) == 4
     assert all(descends_from(s, root, finished) for s in http)
     database = [s for s in trace if "db.system" in s.attributes or "db.system.name" in s.attributes]
     assert any(
@@ -112,9 +114,9 @@ def test_provider_requests_carry_the_scrapes_traceparent(spans, scrape, db, prov
 def test_failed_scrape_span_has_error_status_and_its_trace_id_is_recorded(
     spans, scrape, db, providers
 ):
-    providers.inject("cryptocompare", Fault.ERROR_PAYLOAD, times=-1)
+    providers.inject("coindesk", Fault.ERROR_PAYLOAD, times=-1)
     assert scrape("ranks") == 1
-    [root] = [s for s in spans.get_finished_spans() if s.name == "scrape cryptocompare"]
+    [root] = [s for s in spans.get_finished_spans() if s.name == "scrape ranking"]
     assert root.status.status_code.name == "ERROR"
     with Session(db) as session:
         run = session.scalars(select(ScrapeRun)).one()

@@ -12,8 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from topcoins.models import Source
+
+DEFAULT_COINDESK_BASE_URL = "https://data-api.coindesk.com"
 DEFAULT_COINMARKETCAP_BASE_URL = "https://pro-api.coinmarketcap.com"
 DEFAULT_CRYPTOCOMPARE_BASE_URL = "https://min-api.cryptocompare.com"
+# Credits of the month a run never spends below: room for checking a key by hand
+# (``python -m scrapers cmc ...``) and for the daily id map, on any plan.
+DEFAULT_CREDIT_FLOOR = 500
 
 
 class ConfigError(ValueError):
@@ -78,6 +84,24 @@ def _api_key(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
+def _required_api_key(env: Mapping[str, str], name: str) -> str:
+    value = _api_key(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: Source) -> Source:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        return Source(raw.lower())
+    except ValueError:
+        allowed = ", ".join(s.value for s in Source)
+        raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}") from None
+
+
 def exports_traces(env: Mapping[str, str]) -> bool:
     """Whether the standard OTEL_* variables ask for spans to be exported (OTLP)."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -123,15 +147,32 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class CoinDeskSettings:
+    """CoinDesk Data, CryptoCompare's current API: a key is required since 2026-05-21."""
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_COINDESK_BASE_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CoinDeskSettings:
+        return cls(
+            api_key=_required_api_key(env, "COINDESK_API_KEY"),
+            base_url=_base_url(env, "COINDESK_BASE_URL", DEFAULT_COINDESK_BASE_URL),
+        )
+
+
+@dataclass(frozen=True)
 class CryptoCompareSettings:
+    """The legacy min-api: still served, but only with a key since 2026-05-21."""
+
+    api_key: str = field(repr=False)
     base_url: str = DEFAULT_CRYPTOCOMPARE_BASE_URL
-    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CryptoCompareSettings:
         return cls(
+            api_key=_required_api_key(env, "CRYPTOCOMPARE_API_KEY"),
             base_url=_base_url(env, "CRYPTOCOMPARE_BASE_URL", DEFAULT_CRYPTOCOMPARE_BASE_URL),
-            api_key=_api_key(env, "CRYPTOCOMPARE_API_KEY"),
         )
 
 
@@ -139,16 +180,28 @@ class CryptoCompareSettings:
 class CoinMarketCapSettings:
     api_key: str = field(repr=False)
     base_url: str = DEFAULT_COINMARKETCAP_BASE_URL
+    credit_floor: int = DEFAULT_CREDIT_FLOOR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CoinMarketCapSettings:
-        key = _api_key(env, "COINMARKETCAP_API_KEY")
-        if key is None:
-            raise ConfigError("COINMARKETCAP_API_KEY is not set")
         return cls(
-            api_key=key,
+            api_key=_required_api_key(env, "COINMARKETCAP_API_KEY"),
             base_url=_base_url(env, "COINMARKETCAP_BASE_URL", DEFAULT_COINMARKETCAP_BASE_URL),
+            credit_floor=_integer(
+                env,
+                "COINMARKETCAP_CREDIT_FLOOR",
+                cls.credit_floor,
+                minimum=0,
+                maximum=100_000_000,
+            ),
         )
+
+    @classmethod
+    def optional(cls, env: Mapping[str, str]) -> CoinMarketCapSettings | None:
+        """For the ranking scrape, which only needs CoinMarketCap to refresh the id map."""
+        if _api_key(env, "COINMARKETCAP_API_KEY") is None:
+            return None
+        return cls.from_env(env)
 
 
 @dataclass(frozen=True)
@@ -159,12 +212,14 @@ class ScraperSettings:
     ranking_size: int
     retention_days: float
     http: HttpSettings
+    ranking_provider: Source = Source.COINDESK
     pushgateway_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ScraperSettings:
         return cls(
             database_url=database_url(env),
+            ranking_provider=_choice(env, "RANKING_PROVIDER", cls.ranking_provider),
             ranking_size=_integer(env, "RANKING_SIZE", 200, minimum=10, maximum=5000),
             retention_days=_number(env, "RETENTION_DAYS", 7.0, minimum=0.01, maximum=3650),
             http=HttpSettings.from_env(env),
