@@ -8,8 +8,12 @@ does not depend on the spend: a refused run fails, and the last snapshot stays s
 
 from __future__ import annotations
 
+import logging
+
 from .coinmarketcap import PROVIDER, CoinMarketCapClient, CreditUsage
 from .errors import ProviderError
+
+log = logging.getLogger("scrapers.budget")
 
 
 class CreditFloorReached(ProviderError):
@@ -28,6 +32,11 @@ class CreditBudget:
     def read(self) -> CreditUsage:
         if self.usage is None:
             self.usage = self.client.key_info()
+            if self.usage.credits_left_monthly is None:
+                log.warning(
+                    "/v1/key/info names no credits left this month: "
+                    "COINMARKETCAP_CREDIT_FLOOR cannot be checked"
+                )
         return self.usage
 
     def allow(self, credits: int, purpose: str) -> None:

@@ -9,7 +9,7 @@ from topcoins.settings import CoinDeskSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import decimal_or_none, int_or_none, one_line, unix_time_or_none
+from .payload import decimal_or_none, int_or_none, one_line, text_or_none, unix_time_or_none
 from .ranking import Page, RankedCoin, Ranking, collect_pages
 
 PROVIDER = "CoinDesk"
@@ -86,21 +86,20 @@ def raise_err(provider: str, status: int, error: Any, where: str) -> None:
     raise ProviderRejected(provider, f"error on {where}: {message} (HTTP {status})")
 
 
-def _parse_item(item: Any, rank: int) -> RankedCoin:
+def _parse_item(item: Any, rank: int) -> RankedCoin | None:
+    """Any field may be null or missing for an asset; without a ticker it cannot be shown."""
     if not isinstance(item, dict):
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} is not a JSON object")
-    symbol, name = item.get("SYMBOL"), item.get("NAME")
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} has no SYMBOL")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} ({symbol}) has no NAME")
-    uri = item.get("URI")
+        return None
+    symbol = text_or_none(item.get("SYMBOL"))
+    name, uri = text_or_none(item.get("NAME")), text_or_none(item.get("URI"))
+    if symbol is None:
+        return None
     return RankedCoin(
         rank=rank,
-        symbol=symbol.strip(),
-        name=name.strip(),
+        symbol=symbol,
+        name=name or symbol,
         provider_asset_id=int_or_none(item.get("ID")),
-        slug=uri.strip() if isinstance(uri, str) and uri.strip() else None,
+        slug=uri,
         cmc_id=_cmc_id(item.get("ASSET_ALTERNATIVE_IDS")),
         volume_24h_usd=decimal_or_none(item.get(MEASURE)),
         price_usd=decimal_or_none(item.get("PRICE_USD")),

@@ -143,10 +143,13 @@ class CoinMarketCapClient:
         return result
 
     def key_info(self) -> CreditUsage:
-        """The plan's limits and what is left of them; the call itself costs no credit."""
+        """The plan's limits and what is left of them; the call itself costs no credit.
+
+        A figure the answer lacks is ``None``, as for a plan without that limit: a changed
+        format must not stop the prices, only the checks that need the figure.
+        """
         _, data = self._call(KEY_INFO_PATH, {})
-        plan = _object(data, "plan")
-        usage = _object(data, "usage")
+        plan, usage = _object(data, "plan"), _object(data, "usage")
         return CreditUsage(
             credit_limit_monthly=int_or_none(plan.get("credit_limit_monthly")),
             credits_left_monthly=int_or_none(_object(usage, "current_month").get("credits_left")),
@@ -236,9 +239,7 @@ def _raise_error(http_status: int, code: int | None, status: dict[str, Any], pat
 
 def _object(data: Any, key: str) -> dict[str, Any]:
     value = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(value, dict):
-        raise InvalidPayload(PROVIDER, f"{KEY_INFO_PATH} has no {key} object")
-    return value
+    return value if isinstance(value, dict) else {}
 
 
 def _flatten(data: dict[str, Any]) -> Iterator[Any]:

@@ -15,7 +15,7 @@ from topcoins.settings import CryptoCompareSettings, HttpSettings
 from .coindesk import raise_err
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import decimal_or_none, int_or_none, one_line, unix_time_or_none
+from .payload import decimal_or_none, int_or_none, one_line, text_or_none, unix_time_or_none
 from .ranking import Page, RankedCoin, Ranking, collect_pages
 
 PROVIDER = "CryptoCompare"
@@ -81,23 +81,20 @@ def _metadata_count(payload: dict[str, Any]) -> int | None:
     return None
 
 
-def _parse_entry(entry: Any, rank: int) -> RankedCoin:
+def _parse_entry(entry: Any, rank: int) -> RankedCoin | None:
+    """An entry without a ticker cannot be shown; ``RAW`` is missing without market data."""
     info = entry.get("CoinInfo") if isinstance(entry, dict) else None
-    if not isinstance(info, dict):
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} has no CoinInfo")
-    symbol, name = info.get("Name"), info.get("FullName")
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} has no CoinInfo.Name")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidPayload(PROVIDER, f"entry at rank {rank} ({symbol}) has no CoinInfo.FullName")
+    symbol = text_or_none(info.get("Name")) if isinstance(info, dict) else None
+    if info is None or symbol is None:
+        return None
     raw = entry.get("RAW")
     usd = raw.get("USD") if isinstance(raw, dict) else None
     usd = usd if isinstance(usd, dict) else {}
     return RankedCoin(
         rank=rank,
         # "HOT*": CryptoCompare stars a ticker that another of its assets also uses.
-        symbol=symbol.strip().rstrip("*") or symbol.strip(),
-        name=name.strip(),
+        symbol=symbol.rstrip("*") or symbol,
+        name=text_or_none(info.get("FullName")) or symbol,
         provider_asset_id=int_or_none(info.get("Id")),
         volume_24h_usd=decimal_or_none(usd.get(MEASURE)),
         price_usd=decimal_or_none(usd.get("PRICE")),

@@ -12,6 +12,11 @@ def one_line(value: Any, limit: int = 300) -> str:
     return " ".join(str(value or "").split())[:limit]
 
 
+def text_or_none(value: Any) -> str | None:
+    """A non-blank string, stripped."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
 def int_or_none(value: Any) -> int | None:
     if isinstance(value, bool):
         return None

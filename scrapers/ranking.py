@@ -63,17 +63,38 @@ def collect_pages(
     count: int,
     pages: Iterable[int],
     fetch: Callable[[int, int], Page],
-    parse: Callable[[Any, int], RankedCoin],
+    parse: Callable[[Any, int], RankedCoin | None],
 ) -> list[RankedCoin]:
-    """The first ``count`` coins of a paged ranking, ranked in the order the pages give."""
+    """The first ``count`` coins of a paged ranking, ranked in the order the pages give.
+
+    ``parse`` answers ``None`` for an entry nobody could be shown (no ticker): it is left
+    out, and a coin that moved up between two page requests is kept once.  Ranks stay
+    contiguous, and further pages fill what was left out.  Mostly unusable entries mean
+    a broken answer rather than a few odd coins.
+    """
     coins: list[RankedCoin] = []
+    seen: set[object] = set()
+    unusable = entries = 0
     page_size = max(MIN_PAGE_SIZE, min(PAGE_SIZE, count))
     available: int | None = None
     for number in pages:
         page = fetch(number, page_size)
         available = page.total if page.total is not None else available
-        coins.extend(parse(entry, len(coins) + 1) for entry in page.entries)
-        if len(page.entries) < page_size or len(coins) >= count:
+        before = len(coins)
+        for entry in page.entries:
+            entries += 1
+            coin = parse(entry, len(coins) + 1)
+            if coin is None:
+                unusable += 1
+                continue
+            key = coin.provider_asset_id if coin.provider_asset_id is not None else coin.symbol
+            if key not in seen:
+                seen.add(key)
+                coins.append(coin)
+        if unusable * 2 > entries:
+            raise InvalidPayload(provider, f"{unusable} of {entries} ranked entries are unusable")
+        # A short page is the end; a page of nothing new means the provider repeats itself.
+        if len(page.entries) < page_size or len(coins) >= count or len(coins) == before:
             break
     coins = coins[:count]
     check_length(provider, coins, count, available)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 import requests
 from alembic.config import Config
@@ -208,17 +209,25 @@ class RecordingServer:
         self.server.server_close()
 
 
-class PayloadServer:
-    """Loopback HTTP serving fixed bodies by path: recorded provider payloads, byte for byte."""
+Body = bytes | Callable[[dict[str, str]], bytes]
 
-    def __init__(self, bodies: dict[str, bytes]) -> None:
+
+class PayloadServer:
+    """Loopback HTTP serving fixed bodies by path: recorded provider payloads, byte for byte.
+
+    A body may also be a function of the query, for a provider's pages.
+    """
+
+    def __init__(self, bodies: dict[str, Body]) -> None:
         self.requests: list[str] = []
         seen = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 seen.append(self.path)
-                body = bodies.get(self.path.split("?", 1)[0])
+                path, _, query = self.path.partition("?")
+                found = bodies.get(path)
+                body = found(dict(parse_qsl(query))) if callable(found) else found
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(body or b"")))

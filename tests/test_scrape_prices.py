@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from fakeproviders import Fault
+from scrapers.budget import CreditBudget
 from scrapers.cli import main as scrapers_main
+from scrapers.coinmarketcap import CoinMarketCapClient, CreditUsage
+from tests.support import PayloadServer
 from topcoins.models import PriceQuote, ScrapeRun
+from topcoins.settings import CoinMarketCapSettings, HttpSettings
 
 QUOTES_PATH = "/v2/cryptocurrency/quotes/latest"
 
@@ -261,3 +267,17 @@ def test_an_unresolved_coin_from_an_older_ranking_is_still_priced_by_ticker(scra
     assert scrape("prices") == 0
     eth = next(r for r in store.top_coins() if r["symbol"] == "ETH")
     assert (eth["cmc_id"], eth["match"]) == (1027, "ticker")
+
+
+def test_a_key_info_answer_without_credit_figures_does_not_stop_the_prices(caplog):
+    """Enterprise plans name no limit, and a changed format must not stop the prices."""
+    body = json.dumps({"status": {"error_code": 0, "credit_count": 0}, "data": {}}).encode()
+    with PayloadServer({"/v1/key/info": body}) as coinmarketcap:
+        client = CoinMarketCapClient(
+            CoinMarketCapSettings(api_key="k", base_url=coinmarketcap.url), HttpSettings()
+        )
+        budget = CreditBudget(client, floor=500)
+        budget.allow(2, "pricing 200 coins")
+        client.close()
+    assert budget.usage == CreditUsage(None, None, None, None)
+    assert "COINMARKETCAP_CREDIT_FLOOR cannot be checked" in caplog.text

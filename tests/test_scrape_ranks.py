@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fakeproviders import FakeProviders
-from tests.support import CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY
+from tests.support import CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY, PayloadServer
 from topcoins.models import RankingEntry, ScrapeRun
 
 PROVIDERS = ["coindesk", "cryptocompare", "coinmarketcap"]
@@ -206,3 +208,58 @@ def test_a_rejected_key_fails_the_run_with_a_one_line_reason(scrape, db, provide
     assert run.error.startswith(reason)
     assert "\n" not in run.error
     assert "wrong-key" not in run.error
+
+
+def coindesk_page(items: list[dict]) -> bytes:
+    body = {"Data": {"STATS": {"PAGE": 1, "PAGE_SIZE": 10, "TOTAL_ASSETS": 3396}, "LIST": items}}
+    return json.dumps({**body, "Err": {}}).encode()
+
+
+def coindesk_item(number: int, **fields: object) -> dict:
+    item = {
+        "ID": number,
+        "SYMBOL": f"C{number}",
+        "NAME": f"Coin {number}",
+        "URI": f"coin-{number}",
+        "PRICE_USD": 1.5,
+        "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD": 1000 - number,
+        "ASSET_ALTERNATIVE_IDS": [{"NAME": "CMC", "ID": number + 5000}],
+    }
+    return {**item, **fields}
+
+
+def test_coindesk_assets_with_missing_fields_moved_or_repeated_keep_the_ranking_whole(
+    scrape, db, store
+):
+    """Any CoinDesk field may be null or missing, and the list moves between two pages."""
+    first = [coindesk_item(n) for n in range(1, 11)]
+    first[3]["SYMBOL"] = None
+    del first[5]["NAME"]
+    first[6] = coindesk_item(2)
+    first[7]["ASSET_ALTERNATIVE_IDS"] = [{"NAME": "CG", "ID": "coin-8"}, {"NAME": "CMC", "ID": "9"}]
+    first[8]["ASSET_ALTERNATIVE_IDS"] = None
+    second = [coindesk_item(n) for n in range(11, 21)]
+
+    def page(query: dict[str, str]) -> bytes:
+        return coindesk_page(first if query["page"] == "1" else second)
+
+    with PayloadServer({"/asset/v1/top/list": page}) as coindesk:
+        assert scrape("ranks", COINDESK_BASE_URL=coindesk.url, RANKING_SIZE="10") == 0
+    stored = ranking(db)
+    assert [(e.rank, e.symbol) for e in stored] == list(
+        enumerate(["C1", "C2", "C3", "C5", "C6", "C8", "C9", "C10", "C11", "C12"], start=1)
+    )
+    by_symbol = {e.symbol: e for e in stored}
+    assert by_symbol["C6"].name == "C6"
+    assert (by_symbol["C8"].cmc_id, by_symbol["C8"].resolved_by) == (9, "provider")
+    assert (by_symbol["C9"].cmc_id, by_symbol["C9"].resolved_by) == (None, None)
+
+
+def test_a_provider_repeating_the_same_page_is_not_paged_forever(scrape, db):
+    items = [coindesk_item(n) for n in range(1, 101)]
+    with PayloadServer({"/asset/v1/top/list": coindesk_page(items)}) as coindesk:
+        assert scrape("ranks", COINDESK_BASE_URL=coindesk.url, RANKING_SIZE="150") == 1
+        pages = len(coindesk.requests)
+    [run] = runs(db)
+    assert run.error == "CoinDesk: ranking holds 100 coins, expected 150"
+    assert pages == 2
