@@ -109,7 +109,12 @@ def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> RunReport:
 
 def _run(engine: Engine, job: Job, retention: timedelta, report: RunReport) -> None:
     record = RunRecord(
-        job.kind, job.source, datetime.now(UTC), trace_id=report.trace_id, measure=job.measure
+        job.kind,
+        job.source,
+        datetime.now(UTC),
+        trace_id=report.trace_id,
+        measure=job.measure,
+        budget=job.budget,
     )
     with exclusive(engine, job.kind) as connection:
         if connection is None:
@@ -122,15 +127,12 @@ def _run(engine: Engine, job: Job, retention: timedelta, report: RunReport) -> N
                 report.details["reason"] = str(exc)
                 return
             except ScrapeError as exc:
-                record.usage = job.budget.usage if job.budget else None
-                spent = job.budget.spent if job.budget else None
                 with session.begin():
-                    run = record_failure(session, record, str(exc), credit_count=spent)
+                    run = record_failure(session, record, str(exc))
                 report.outcome, report.run_id = Outcome.FAILED, run.id
                 report.credit_count = run.credit_count
                 report.details["error"] = str(exc)
                 return
-            record.usage = job.budget.usage if job.budget else None
             with session.begin():
                 run = write_snapshot(session, record, snapshot)
                 pruned = prune(session, job.kind, retention)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from topcoins.models import Base, RunKind, RunStatus, ScrapeRun, Source
 
-from .coinmarketcap import CreditUsage
+from .budget import CreditBudget
 
 # Session-level advisory lock keys, one per kind of run, so that two runs of the same
 # scraper never overlap while the two scrapers never wait for each other.
@@ -42,10 +42,11 @@ class RunRecord:
     started_at: datetime
     trace_id: str | None = None
     measure: str | None = None
-    usage: CreditUsage | None = None
+    # What the run read of CoinMarketCap's credits, and spent, by the time it is written.
+    budget: CreditBudget | None = None
 
     def row(self, status: RunStatus, **columns: Any) -> ScrapeRun:
-        usage = self.usage
+        usage = self.budget.usage if self.budget else None
         return ScrapeRun(
             kind=self.kind,
             source=self.source,
@@ -96,10 +97,10 @@ def write_snapshot(session: Session, record: RunRecord, snapshot: Snapshot) -> S
     return run
 
 
-def record_failure(
-    session: Session, record: RunRecord, error: str, credit_count: int | None = None
-) -> ScrapeRun:
-    run = record.row(RunStatus.FAILED, item_count=0, error=error, credit_count=credit_count)
+def record_failure(session: Session, record: RunRecord, error: str) -> ScrapeRun:
+    """A failed run keeps what it spent before it failed: credits are money either way."""
+    spent = record.budget.spent if record.budget else None
+    run = record.row(RunStatus.FAILED, item_count=0, error=error, credit_count=spent)
     session.add(run)
     session.flush()
     return run

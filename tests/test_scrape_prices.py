@@ -281,3 +281,15 @@ def test_a_key_info_answer_without_credit_figures_does_not_stop_the_prices(caplo
         client.close()
     assert budget.usage == CreditUsage(None, None, None, None)
     assert "COINMARKETCAP_CREDIT_FLOOR cannot be checked" in caplog.text
+
+
+def test_a_failed_run_records_the_credits_it_spent_before_failing(scraped, scrape, db, providers):
+    """A broken answer is still billed: the run says so, and so does the 24 h spend."""
+    account = providers.coinmarketcap_account
+    used = account.credits_used_month
+    providers.inject("coinmarketcap", Fault.SHORT, times=-1)
+    assert scrape("prices") == 1
+    failed = price_runs(db)[-1]
+    assert "quotes cover only 3 of" in failed.error
+    assert failed.credit_count == account.credits_used_month - used == 2
+    assert failed.credits_left_monthly == account.credit_limit_monthly - used
