@@ -33,6 +33,10 @@ def cpu_limit() -> int:
 # logger_class below (it imports the api package): so the variable is set here, at load time.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="top-coins-metrics-")
+# The list the workers serve, saved for a worker that starts while the database is away: one
+# directory per server, so two servers on one machine never serve each other's lists.
+if not os.environ.get("API_STATE_DIR"):
+    os.environ["API_STATE_DIR"] = tempfile.mkdtemp(prefix="top-coins-api-")
 
 wsgi_app = "api:create_app()"
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
@@ -89,6 +93,6 @@ def post_fork(server: object, worker: object) -> None:
 
 def child_exit(server: object, worker: object) -> None:
     """A dead worker's gauges must not linger in the multiprocess metrics."""
-    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+    from prometheus_client import multiprocess
 
-    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)  # type: ignore[attr-defined]
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

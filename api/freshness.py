@@ -1,21 +1,25 @@
-"""Prometheus metrics about the data, read from the database at each scrape of /metrics.
+"""Prometheus metrics about the data, from what the refresher last read of ``scrape_runs``.
 
 The scrapers live for seconds, so Prometheus cannot scrape them; what they did is in
-``scrape_runs``, and one small query here turns it into gauges per source.  Nothing
-here runs per API request.
+``scrape_runs``, and one small query turns it into gauges per kind of run.  The
+refresher thread runs it at most every few seconds while ``/metrics`` is scraped
+(``api.cache``): a scrape of ``/metrics`` never waits on the database, and a flood of
+them costs it nothing.  Ages are measured when scraped, so they keep growing while the
+database is away.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, Row, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Row, text
 
-log = logging.getLogger("api.freshness")
+if TYPE_CHECKING:
+    from .cache import TopListCache
 
 # One row per kind of run: the served snapshot, the failures since, and how often runs
 # succeed (the median gap between the last seven successes, which staleness is measured
@@ -30,7 +34,6 @@ FRESHNESS_SQL = text(
         l.source,
         l.measure,
         extract(epoch FROM l.finished_at) AS last_success,
-        extract(epoch FROM now()) AS now,
         l.item_count,
         (SELECT count(*) FROM scrape_runs f
          WHERE f.kind = k.kind AND f.status = 'failed') AS failed_runs,
@@ -74,13 +77,13 @@ FRESHNESS_SQL = text(
 
 
 class FreshnessCollector(Collector):
-    def __init__(self, engine: Engine, version: str, commit: str) -> None:
-        self.engine = engine
+    def __init__(self, cache: TopListCache, version: str, commit: str) -> None:
+        self.cache = cache
         self.version = version
         self.commit = commit
 
     def describe(self) -> list[Metric]:
-        """Nothing up front: registering must not query the database."""
+        """Nothing up front: registering must not read anything."""
         return []
 
     def collect(self) -> Iterator[Metric]:
@@ -88,28 +91,18 @@ class FreshnessCollector(Collector):
         info.add_metric([], {"version": self.version, "commit": self.commit})
         yield info
         up = GaugeMetricFamily(
-            "top_coins_database_up", "1 if the freshness query on the database worked"
+            "top_coins_database_up", "1 if this worker's last polls of the database worked"
         )
-        try:
-            rows = self._query()
-        except SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            log.warning("freshness metrics unavailable: %s", type(cause).__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
+        up.add_metric([], 1 if self.cache.database_up() else 0)
         yield up
-        yield from _per_kind(rows)
-        yield from _totals(rows[0])
-
-    def _query(self) -> list[Row]:
-        with self.engine.connect() as connection:
-            connection.execute(text("SET LOCAL statement_timeout = '2s'"))
-            return list(connection.execute(FRESHNESS_SQL))
+        freshness = self.cache.freshness()
+        if freshness is None or not freshness.rows:
+            return
+        yield from _per_kind(freshness.rows, time.time())
+        yield from _totals(freshness.rows[0])
 
 
-def _per_kind(rows: list[Row]) -> Iterator[Metric]:
+def _per_kind(rows: list[Row], now: float) -> Iterator[Metric]:
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["kind"])
 
@@ -120,7 +113,7 @@ def _per_kind(rows: list[Row]) -> Iterator[Metric]:
         ),
         (
             gauge("top_coins_data_age_seconds", "Seconds since the last successful run"),
-            lambda r: None if r.last_success is None else float(r.now - r.last_success),
+            lambda r: None if r.last_success is None else now - float(r.last_success),
         ),
         (gauge("top_coins_snapshot_items", "Rows in the served snapshot"), lambda r: r.item_count),
         (

@@ -1,13 +1,15 @@
-"""Probes and build information: ``/healthz``, ``/readyz``, ``/version``."""
+"""Probes and build information: ``/healthz``, ``/readyz``, ``/version``.
+
+None of them touches the database: a probe must answer while it is slow or away.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from topcoins import __version__
 
+from .cache import TopListCache
 from .problems import Problem
 
 bp = Blueprint("health", __name__)
@@ -16,32 +18,36 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process answers; deliberately independent of the database."""
-    return jsonify(status="ok")
+    return _uncached(jsonify(status="ok"))
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: the database answers and its schema is the one this code expects."""
-    engine: Engine = current_app.extensions["engine"]
-    expected: str = current_app.config["SCHEMA_HEAD"]
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SET LOCAL statement_timeout = '2s'"))
-            found = connection.scalar(text("SELECT version_num FROM alembic_version"))
-    except ProgrammingError:
-        found = None
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise Problem(503, "Not ready", f"database unavailable ({type(cause).__name__})") from None
-    if found != expected:
-        raise Problem(
-            503,
-            "Not ready",
-            f"database schema is at {found or 'nothing'}, expected {expected}: run migrations",
+    """Readiness means "I can serve": a list is loaded, under a schema not behind this code.
+
+    Whether the database answers right now is for ``/metrics`` and the alerts: during an
+    outage every pod still serves its last list, so none should leave the Service.  A pod
+    whose image expects a newer schema than the database has stays out: the rollout gate.
+    """
+    cache: TopListCache = current_app.extensions["toplist"]
+    ready, reason = cache.readiness()
+    if not ready:
+        raise Problem(503, "Not ready", reason)
+    snapshot = cache.current().snapshot
+    return _uncached(
+        jsonify(
+            status="ready",
+            ranking_run_id=snapshot.ranking_run_id,
+            price_run_id=snapshot.price_run_id,
         )
-    return jsonify(status="ready", schema=found)
+    )
 
 
 @bp.get("/version")
 def version() -> Response:
-    return jsonify(version=__version__, commit=current_app.config["GIT_COMMIT"])
+    return _uncached(jsonify(version=__version__, commit=current_app.config["GIT_COMMIT"]))
+
+
+def _uncached(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -21,11 +21,19 @@ PROBLEM_JSON = "application/problem+json"
 class Problem(Exception):
     """Raised by a view to answer with a problem document."""
 
-    def __init__(self, status: int, title: str, detail: str, **extensions: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = headers
         self.extensions = extensions
 
 
@@ -62,7 +70,9 @@ def problem_response(
 def init_app(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(problem: Problem) -> Response:
-        return problem_response(problem.status, problem.title, problem.detail, **problem.extensions)
+        return problem_response(
+            problem.status, problem.title, problem.detail, problem.headers, **problem.extensions
+        )
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:

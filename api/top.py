@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
@@ -9,8 +10,9 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import MIMEAccept, MultiDict
 from werkzeug.http import parse_accept_header
 
+from .cache import NoDataYet, NotLoaded, TopListCache
 from .problems import Problem, invalid_parameter
-from .toplist import MEDIA_TYPES, DatabaseUnavailable, NoDataYet, TopListCache
+from .toplist import MEDIA_TYPES
 
 bp = Blueprint("top", __name__)
 
@@ -30,9 +32,9 @@ def top_list() -> Response:
         top = cache.current()
     except NoDataYet as exc:
         raise Problem(503, "No data yet", f"{exc}; the API serves once both scrapers ran") from None
-    except DatabaseUnavailable as exc:
-        raise Problem(503, "Database unavailable", str(exc)) from None
-    rendered = top.render(limit, fmt)
+    except NotLoaded as exc:
+        raise Problem(503, "Not loaded yet", str(exc), headers={"Retry-After": "1"}) from None
+    rendered = top.render(limit, fmt, time.time())
     response = Response(rendered.body, headers=rendered.headers)
     if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ:
         response.make_conditional(request)

@@ -1,9 +1,9 @@
-"""The served top list, loaded once per snapshot pair and rendered once per shape.
+"""The served top list: one snapshot pair, rendered for any limit in time linear to it.
 
-Every response for one (ranking run, price run) pair is the same, so requests never
-touch the database: a background thread in each worker polls for a newer pair about
-once a second and swaps in a fresh list, and rendered bodies are memoised per
-(limit, format).  When the database goes away the last list keeps being served.
+Every response for one (ranking run, price run) pair is the same but for the limit, the
+format and whether the data is stale by now, so each coin is rendered once when the list
+is loaded, a body is those pieces joined, and only a few recent bodies are kept: memory
+stays linear in the ranking's length however many limits clients ask for.
 """
 
 from __future__ import annotations
@@ -11,33 +11,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
-import os
+import math
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import accumulate
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.http import http_date, quote_etag
 
-from topcoins.models import RunKind, Source, latest_runs, top_coins
-
-log = logging.getLogger("api.toplist")
+from topcoins.models import Source
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
-
-
-class NoDataYet(Exception):
-    """No successful scrape of a source has been stored yet."""
-
-
-class DatabaseUnavailable(Exception):
-    """Nothing was ever loaded, and the database cannot be reached to load it."""
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+# Bodies kept per list: enough for the few shapes clients really ask for.
+RENDERED_KEPT = 16
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -48,224 +39,148 @@ class Coin:
     price_usd: Decimal | None
 
 
-MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
-
-
 @dataclass(frozen=True)
 class Rendered:
-    """A complete response for one (limit, format): body and headers, built once."""
+    """A complete response for one (limit, format, staleness): body and headers."""
 
     body: bytes
     headers: tuple[tuple[str, str], ...]
 
 
-@dataclass
-class TopList:
-    """One snapshot pair as served, with its rendered bodies memoised."""
+@dataclass(frozen=True)
+class Snapshot:
+    """Which runs a list was merged from: the same for every body of the list."""
 
-    coins: tuple[Coin, ...]
     ranking_run_id: int
     ranking_source: str
     ranking_measure: str | None
     ranked_at: datetime
     price_run_id: int
     priced_at: datetime
-    ranking_stale: bool = False
-    prices_stale: bool = False
-    _rendered: dict[tuple[int, str], Rendered] = field(default_factory=dict, repr=False)
+
+    @property
+    def identity(self) -> tuple[tuple[int, datetime], tuple[int, datetime]]:
+        """Run ids with their times: another database's run 1 is not this one's."""
+        return (self.ranking_run_id, self.ranked_at), (self.price_run_id, self.priced_at)
+
+
+class TopList:
+    """One snapshot pair as served."""
+
+    def __init__(self, coins: tuple[Coin, ...], snapshot: Snapshot, stale_after: float) -> None:
+        self.coins = coins
+        self.snapshot = snapshot
+        self.stale_after = stale_after
+        self._json_items = [_json(_item(coin)) for coin in coins]
+        self._csv_rows = [_csv_row(coin) for coin in coins]
+        self._unpriced = [0, *accumulate(_servable(coin.price_usd) is None for coin in coins)]
+        self._rendered: OrderedDict[tuple[int, str, bool, bool], Rendered] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def last_modified(self) -> datetime:
-        return max(self.ranked_at, self.priced_at)
+        return max(self.snapshot.ranked_at, self.snapshot.priced_at)
 
-    def render(self, limit: int, fmt: str) -> Rendered:
+    def staleness(self, now: float) -> tuple[bool, bool]:
+        """Judged when serving: data grows old while the database is away, too."""
+        return (
+            now - self.snapshot.ranked_at.timestamp() > self.stale_after,
+            now - self.snapshot.priced_at.timestamp() > self.stale_after,
+        )
+
+    def render(self, limit: int, fmt: str, now: float) -> Rendered:
         limit = min(limit, len(self.coins))
-        cached = self._rendered.get((limit, fmt))
-        if cached is None:
-            body = self._csv(limit) if fmt == "csv" else self._json(limit)
-            tag = f"r{self.ranking_run_id}-p{self.price_run_id}-{limit}-{fmt}"
-            if self.ranking_stale or self.prices_stale:
-                tag += "-stale"
-            headers = (
-                ("Content-Type", MEDIA_TYPES[fmt]),
-                ("ETag", quote_etag(tag)),
-                ("Last-Modified", http_date(self.last_modified)),
-                ("Cache-Control", "no-cache"),
-                ("Vary", "Accept"),
-            )
-            cached = self._rendered.setdefault((limit, fmt), Rendered(body, headers))
-        return cached
+        key = (limit, fmt, *self.staleness(now))
+        with self._lock:
+            cached = self._rendered.get(key)
+            if cached is not None:
+                self._rendered.move_to_end(key)
+                return cached
+        rendered = self._render(*key)
+        with self._lock:
+            self._rendered[key] = rendered
+            while len(self._rendered) > RENDERED_KEPT:
+                self._rendered.popitem(last=False)
+        return rendered
 
-    def _json(self, limit: int) -> bytes:
-        coins = self.coins[:limit]
-        document = {
-            "data": [
-                {
-                    "rank": c.rank,
-                    "symbol": c.symbol,
-                    "name": c.name,
-                    "price_usd": None if c.price_usd is None else float(c.price_usd),
-                }
-                for c in coins
-            ],
-            "meta": {
-                "count": len(coins),
-                "unpriced": sum(1 for c in coins if c.price_usd is None),
-                "stale": self.ranking_stale or self.prices_stale,
-                "ranking": {
-                    "source": self.ranking_source,
-                    "measure": self.ranking_measure,
-                    "run_id": self.ranking_run_id,
-                    "scraped_at": _iso(self.ranked_at),
-                    "stale": self.ranking_stale,
-                },
-                "prices": {
-                    "source": Source.COINMARKETCAP.value,
-                    "run_id": self.price_run_id,
-                    "scraped_at": _iso(self.priced_at),
-                    "stale": self.prices_stale,
-                },
+    def _render(self, limit: int, fmt: str, ranking_stale: bool, prices_stale: bool) -> Rendered:
+        if fmt == "csv":
+            body = _csv_line(CSV_HEADER) + b"".join(self._csv_rows[:limit])
+        else:
+            meta = _json(self._meta(limit, ranking_stale, prices_stale))
+            body = b'{"data":[' + b",".join(self._json_items[:limit]) + b'],"meta":' + meta + b"}"
+        snapshot = self.snapshot
+        tag = f"r{snapshot.ranking_run_id}-p{snapshot.price_run_id}-{limit}-{fmt}"
+        if ranking_stale or prices_stale:
+            tag += "-stale"
+        headers = (
+            ("Content-Type", MEDIA_TYPES[fmt]),
+            ("ETag", quote_etag(tag)),
+            ("Last-Modified", http_date(self.last_modified)),
+            ("Cache-Control", "no-cache"),
+            ("Vary", "Accept"),
+        )
+        return Rendered(body, headers)
+
+    def _meta(self, limit: int, ranking_stale: bool, prices_stale: bool) -> dict[str, object]:
+        snapshot = self.snapshot
+        return {
+            "count": limit,
+            "unpriced": self._unpriced[limit],
+            "stale": ranking_stale or prices_stale,
+            "ranking": {
+                "source": snapshot.ranking_source,
+                "measure": snapshot.ranking_measure,
+                "run_id": snapshot.ranking_run_id,
+                "scraped_at": _iso(snapshot.ranked_at),
+                "stale": ranking_stale,
+            },
+            "prices": {
+                "source": Source.COINMARKETCAP.value,
+                "run_id": snapshot.price_run_id,
+                "scraped_at": _iso(snapshot.priced_at),
+                "stale": prices_stale,
             },
         }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _csv(self, limit: int) -> bytes:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_HEADER)
-        for c in self.coins[:limit]:
-            writer.writerow((c.rank, c.symbol, "" if c.price_usd is None else f"{c.price_usd:f}"))
-        return buffer.getvalue().encode()
+
+def _item(coin: Coin) -> dict[str, object]:
+    price = _servable(coin.price_usd)
+    return {
+        "rank": coin.rank,
+        "symbol": coin.symbol,
+        "name": coin.name,
+        "price_usd": None if price is None else float(price),
+    }
+
+
+def _servable(price: Decimal | None) -> Decimal | None:
+    """A price JSON can carry: one stored before absurd values were refused is unpriced."""
+    if price is None or not price.is_finite() or not math.isfinite(float(price)):
+        return None
+    return price
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _csv_row(coin: Coin) -> bytes:
+    price = _servable(coin.price_usd)
+    price_cell = "" if price is None else f"{price:f}"
+    return _csv_line((str(coin.rank), spreadsheet_safe(coin.symbol), price_cell))
+
+
+def _csv_line(cells: tuple[str, ...]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    return buffer.getvalue().encode()
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A leading quote makes a spreadsheet show the text instead of evaluating it."""
+    return f"'{cell}" if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-class TopListCache:
-    """Per-process holder of the current ``TopList``, kept fresh by a daemon thread."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        stale_after_seconds: float,
-        refresh_interval_seconds: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.engine = engine
-        self.stale_after = stale_after_seconds
-        self.interval = refresh_interval_seconds
-        self.clock = clock
-        self._current: TopList | None = None
-        self._missing: str | None = None
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._stop = threading.Event()
-
-    def current(self) -> TopList:
-        """The list to serve now; only the first call in a process may hit the database."""
-        if self._pid != os.getpid():
-            self._start()
-        top = self._current
-        if top is None:
-            if self._missing is not None:
-                raise NoDataYet(self._missing)
-            raise DatabaseUnavailable("the database could not be reached")
-        return top
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            # A forked worker must not reuse connections inherited from its parent.
-            self.engine.dispose(close=False)
-            self._stop.clear()
-            self.refresh()
-            thread = threading.Thread(target=self._run, name="toplist-refresh", daemon=True)
-            thread.start()
-            self._pid = os.getpid()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        # A poll a second per worker is not worth a trace; loads made inside a request are.
-        with suppress_instrumentation():
-            while not self._stop.wait(self.interval):
-                self.refresh()
-
-    def refresh(self) -> None:
-        """Swap in the newest snapshot pair, if any changed; never raises."""
-        try:
-            self._refresh()
-        except SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            log.warning(
-                "top list refresh failed; serving the last loaded list: %s",
-                type(cause).__name__,
-            )
-
-    def _refresh(self) -> None:
-        with self.engine.connect() as connection:
-            latest: dict[str, int] = {
-                kind: run_id
-                for kind, run_id in connection.execute(select(latest_runs.c.kind, latest_runs.c.id))
-            }
-            ranking_id = latest.get(RunKind.RANKING.value)
-            price_id = latest.get(RunKind.PRICES.value)
-            if ranking_id is None or price_id is None:
-                missing = [
-                    name
-                    for name, run_id in (("ranking", ranking_id), ("price", price_id))
-                    if run_id is None
-                ]
-                self._missing = f"no successful {' or '.join(missing)} scrape yet"
-                self._current = None
-                return
-            current = self._current
-            if current is None or (current.ranking_run_id, current.price_run_id) != (
-                ranking_id,
-                price_id,
-            ):
-                loaded = self._load(connection)
-                if loaded is None:
-                    return
-                current = loaded
-                log.info(
-                    "serving ranking run %d with price run %d: %d coins",
-                    current.ranking_run_id,
-                    current.price_run_id,
-                    len(current.coins),
-                    extra={
-                        "ranking_run_id": current.ranking_run_id,
-                        "price_run_id": current.price_run_id,
-                        "item_count": len(current.coins),
-                    },
-                )
-        self._current = self._with_staleness(current)
-        self._missing = None
-
-    def _load(self, connection: Connection) -> TopList | None:
-        rows = connection.execute(select(top_coins).order_by(top_coins.c.rank)).all()
-        if not rows:
-            return None
-        first = rows[0]
-        return TopList(
-            coins=tuple(Coin(r.rank, r.symbol, r.name, r.price_usd) for r in rows),
-            ranking_run_id=first.ranking_run_id,
-            ranking_source=first.ranking_source,
-            ranking_measure=first.ranking_measure,
-            ranked_at=first.ranked_at,
-            price_run_id=first.price_run_id,
-            priced_at=first.priced_at,
-        )
-
-    def _with_staleness(self, top: TopList) -> TopList:
-        now = self.clock()
-        ranking_stale = now - top.ranked_at.timestamp() > self.stale_after
-        prices_stale = now - top.priced_at.timestamp() > self.stale_after
-        if (ranking_stale, prices_stale) == (top.ranking_stale, top.prices_stale):
-            return top
-        # Stale flags are in the bodies and ETags, so the copy starts with no rendered bodies.
-        return replace(top, ranking_stale=ranking_stale, prices_stale=prices_stale, _rendered={})

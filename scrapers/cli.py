@@ -10,14 +10,12 @@ import argparse
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from topcoins.db import make_engine
 from topcoins.logging import configure_logging
 from topcoins.models import Source
 from topcoins.settings import (
@@ -34,7 +32,10 @@ from .budget import CreditBudget
 from .coindesk import CoinDeskClient
 from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient, CoinMarketCapRanking
 from .cryptocompare import CryptoCompareClient
+from .database import database_reason, scraper_engine
+from .deadline import Deadline
 from .errors import ScrapeError
+from .lock import lock_application_name
 from .prices import PricesJob
 from .pushgateway import push_run
 from .ranking import RankingClient
@@ -42,6 +43,8 @@ from .ranks import RanksJob
 from .run import Job, Outcome, run_scrape
 
 log = logging.getLogger("scrapers")
+# The share of the run's deadline kept for storing a ranking when the id map is slow.
+STORE_SHARE = 0.25
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"scrapers: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:
-        log.error("database error: %s", _database_reason(exc), extra={"outcome": "failed"})
+        log.error("database error: %s", database_reason(exc), extra={"outcome": "failed"})
         return 1
     except KeyboardInterrupt:
         return 130
@@ -66,29 +69,47 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
 
 
-def _scrape(make_job: Callable[[ScraperSettings, Mapping[str, str]], Job]) -> Callable[..., int]:
+MakeJob = Callable[[ScraperSettings, Mapping[str, str], Deadline], Job]
+
+
+def _scrape(make_job: MakeJob) -> Callable[..., int]:
     def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         configure_logging(env.get("LOG_LEVEL", "INFO"))
         settings = ScraperSettings.from_env(env)
-        job = make_job(settings, env)
+        # One deadline for the whole run: every provider call and every database wait.
+        deadline = Deadline.after(
+            settings.http.deadline_seconds, grace_seconds=settings.grace_seconds
+        )
+        job = make_job(settings, env, deadline)
         tracing = configure_tracing(f"top-coins-scraper-{args.name}", env)
-        engine = make_engine(settings.database_url, application_name=f"scraper-{args.name}")
+        url = settings.database_url
+        engine = scraper_engine(url, application_name=f"scraper-{args.name}", deadline=deadline)
+        lock_engine = scraper_engine(
+            url, application_name=lock_application_name(job.kind), deadline=deadline
+        )
         try:
-            report = run_scrape(engine, job, retention=timedelta(days=settings.retention_days))
+            report = run_scrape(
+                engine,
+                lock_engine,
+                job,
+                retention=timedelta(days=settings.retention_days),
+                deadline=deadline,
+            )
             if settings.pushgateway_url:
                 push_run(settings.pushgateway_url, report, timeout=settings.http.timeout_seconds)
         finally:
             job.close()
             engine.dispose()
+            lock_engine.dispose()
             tracing.force_flush()
         return 1 if report.outcome is Outcome.FAILED else 0
 
     return command
 
 
-def _ranks_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
+def _ranks_job(settings: ScraperSettings, env: Mapping[str, str], run: Deadline) -> Job:
     """The chosen provider's key is checked first: its absence is the error to report."""
-    deadline = time.monotonic() + settings.http.deadline_seconds
+    deadline = run.at  # one instant for every provider the run talks to
     provider, size = settings.ranking_provider, settings.ranking_size
     if provider is Source.COINMARKETCAP:
         # Its listing names every coin's id: the id map is not needed.
@@ -105,14 +126,16 @@ def _ranks_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
     cmc_settings = CoinMarketCapSettings.optional(env)
     if cmc_settings is None:
         return RanksJob(client, size)
-    cmc = CoinMarketCapClient(cmc_settings, settings.http, deadline=deadline)
+    # The ranking does without the id map: a slow map must leave time to store the ranking.
+    map_deadline = run.leaving(STORE_SHARE)
+    cmc = CoinMarketCapClient(cmc_settings, settings.http, deadline=map_deadline)
     budget = CreditBudget(cmc, cmc_settings.credit_floor)
     return RanksJob(client, size, coinmarketcap=cmc, budget=budget)
 
 
-def _prices_job(settings: ScraperSettings, env: Mapping[str, str]) -> Job:
+def _prices_job(settings: ScraperSettings, env: Mapping[str, str], run: Deadline) -> Job:
     cmc_settings = CoinMarketCapSettings.from_env(env)
-    client = CoinMarketCapClient(cmc_settings, settings.http)
+    client = CoinMarketCapClient(cmc_settings, settings.http, deadline=run.at)
     return PricesJob(client, CreditBudget(client, cmc_settings.credit_floor))
 
 
@@ -183,13 +206,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _database_reason(exc: SQLAlchemyError) -> str:
-    """The driver's first line: says what failed without echoing the connection URL."""
-    cause = getattr(exc, "orig", None) or exc
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return f"{type(cause).__name__}: {first}"
 
 
 def _limit(maximum: int) -> Callable[[str], int]:

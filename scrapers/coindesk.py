@@ -9,12 +9,20 @@ from topcoins.settings import CoinDeskSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import decimal_or_none, int_or_none, one_line, text_or_none, unix_time_or_none
+from .payload import (
+    asset_label,
+    int_or_none,
+    one_line,
+    text_or_none,
+    unix_time_or_none,
+    usd_or_none,
+)
 from .ranking import Page, RankedCoin, Ranking, collect_pages
 
 PROVIDER = "CoinDesk"
 TOP_PATH = "/asset/v1/top/list"
 MEASURE = "SPOT_MOVING_24_HOUR_QUOTE_VOLUME_USD"
+MARKET_CAP = "CIRCULATING_MKT_CAP_USD"
 MAX_PAGE = 1000
 GROUPS = "ID,BASIC,PRICE,MKT_CAP,VOLUME,CHANGE"
 RATE_LIMIT_TYPE = 99
@@ -94,15 +102,20 @@ def _parse_item(item: Any, rank: int) -> RankedCoin | None:
     name, uri = text_or_none(item.get("NAME")), text_or_none(item.get("URI"))
     if symbol is None:
         return None
+    asset_id = int_or_none(item.get("ID"))
+    asset = asset_label(asset_id, symbol)
+    price = usd_or_none(item.get("PRICE_USD"), PROVIDER, asset, "price_usd")
+    volume = usd_or_none(item.get(MEASURE), PROVIDER, asset, "volume_24h_usd")
+    usd_or_none(item.get(MARKET_CAP), PROVIDER, asset, "market_cap_usd")
     return RankedCoin(
         rank=rank,
         symbol=symbol,
         name=name or symbol,
-        provider_asset_id=int_or_none(item.get("ID")),
+        provider_asset_id=asset_id,
         slug=uri,
         cmc_id=_cmc_id(item.get("ASSET_ALTERNATIVE_IDS")),
-        volume_24h_usd=decimal_or_none(item.get(MEASURE)),
-        price_usd=decimal_or_none(item.get("PRICE_USD")),
+        volume_24h_usd=volume,
+        price_usd=price,
         price_updated_at=unix_time_or_none(item.get("PRICE_USD_LAST_UPDATE_TS")),
     )
 

@@ -18,7 +18,7 @@ from topcoins.settings import CoinMarketCapSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import datetime_or_none, decimal_or_none, int_or_none, one_line
+from .payload import asset_label, datetime_or_none, int_or_none, one_line, usd_or_none
 from .ranking import RankedCoin, Ranking, check_length
 
 PROVIDER = "CoinMarketCap"
@@ -263,15 +263,19 @@ def _parse_asset(asset: Any) -> Quote:
     if not isinstance(usd, dict) or "price" not in usd:
         raise InvalidPayload(PROVIDER, f"asset {cmc_id} ({symbol}) has no quote.USD.price")
     slug = asset.get("slug")
+    label = asset_label(cmc_id, symbol)
+    price = usd_or_none(usd.get("price"), PROVIDER, label, "price_usd")
+    volume = usd_or_none(usd.get("volume_24h"), PROVIDER, label, "volume_24h_usd")
+    usd_or_none(usd.get("market_cap"), PROVIDER, label, "market_cap_usd")
     return Quote(
         cmc_id=cmc_id,
         symbol=symbol,
         name=name,
         slug=slug if isinstance(slug, str) else None,
         cmc_rank=int_or_none(asset.get("cmc_rank")),
-        price_usd=decimal_or_none(usd.get("price")),
+        price_usd=price,
         last_updated=datetime_or_none(usd.get("last_updated")),
-        volume_24h=decimal_or_none(usd.get("volume_24h")),
+        volume_24h=volume,
     )
 
 

@@ -15,7 +15,14 @@ from topcoins.settings import CryptoCompareSettings, HttpSettings
 from .coindesk import raise_err
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import decimal_or_none, int_or_none, one_line, text_or_none, unix_time_or_none
+from .payload import (
+    asset_label,
+    int_or_none,
+    one_line,
+    text_or_none,
+    unix_time_or_none,
+    usd_or_none,
+)
 from .ranking import Page, RankedCoin, Ranking, collect_pages
 
 PROVIDER = "CryptoCompare"
@@ -90,14 +97,19 @@ def _parse_entry(entry: Any, rank: int) -> RankedCoin | None:
     raw = entry.get("RAW")
     usd = raw.get("USD") if isinstance(raw, dict) else None
     usd = usd if isinstance(usd, dict) else {}
+    asset_id = int_or_none(info.get("Id"))
+    asset = asset_label(asset_id, symbol)
+    price = usd_or_none(usd.get("PRICE"), PROVIDER, asset, "price_usd")
+    volume = usd_or_none(usd.get(MEASURE), PROVIDER, asset, "volume_24h_usd")
+    usd_or_none(usd.get("MKTCAP"), PROVIDER, asset, "market_cap_usd")
     return RankedCoin(
         rank=rank,
         # "HOT*": CryptoCompare stars a ticker that another of its assets also uses.
         symbol=symbol.rstrip("*") or symbol,
         name=text_or_none(info.get("FullName")) or symbol,
-        provider_asset_id=int_or_none(info.get("Id")),
-        volume_24h_usd=decimal_or_none(usd.get(MEASURE)),
-        price_usd=decimal_or_none(usd.get("PRICE")),
+        provider_asset_id=asset_id,
+        volume_24h_usd=volume,
+        price_usd=price,
         price_updated_at=unix_time_or_none(usd.get("LASTUPDATE")),
     )
 

@@ -1,10 +1,19 @@
-"""Small readers for untrusted provider JSON: a bad value becomes ``None``, never a crash."""
+"""Small readers for untrusted provider JSON: a bad value becomes ``None``, never a crash.
+
+The exception is an absurd amount of USD, which fails the run (``usd_or_none``).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
+
+from .errors import InvalidPayload
+
+# More USD than all the money in the world: a price, volume or market cap above this is
+# a broken number, not a market.
+MAX_USD = Decimal("1e15")
 
 
 def one_line(value: Any, limit: int = 300) -> str:
@@ -31,6 +40,24 @@ def decimal_or_none(value: Any) -> Decimal | None:
         return None
     number = Decimal(value)
     return number if number.is_finite() else None
+
+
+def usd_or_none(value: Any, provider: str, asset: str, name: str) -> Decimal | None:
+    """A USD price, volume or market cap; ``InvalidPayload`` naming the asset if absurd.
+
+    JSON is parsed with ``parse_float=Decimal``, so ``1e400`` arrives finite; stored, it
+    would be served as ``Infinity``, which is not JSON.
+    """
+    amount = decimal_or_none(value)
+    if amount is not None and not 0 <= amount <= MAX_USD:
+        shown = amount.normalize(Context(prec=12))
+        raise InvalidPayload(provider, f"asset {asset} has an absurd {name} {shown}")
+    return amount
+
+
+def asset_label(asset_id: int | None, symbol: str) -> str:
+    """How a reason names an asset: the provider's id, then its ticker."""
+    return symbol if asset_id is None else f"{asset_id} ({symbol})"
 
 
 def datetime_or_none(value: Any) -> datetime | None:

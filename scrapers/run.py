@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -12,14 +14,18 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from topcoins.models import RunKind, Source
 from topcoins.tracing import current_ids
 
 from .budget import CreditBudget
+from .database import DATABASE_PREFIX, bound, database_reason, timeout_reason
+from .deadline import Deadline, DeadlineReached
 from .errors import NothingToDo, ScrapeError
-from .snapshots import RunRecord, Snapshot, exclusive, prune, record_failure, write_snapshot
+from .lock import RunLock, run_lock
+from .snapshots import RunRecord, Snapshot, prune, record_failure, write_snapshot
 
 log = logging.getLogger("scrapers.run")
 tracer = trace.get_tracer("scrapers")
@@ -80,15 +86,21 @@ class RunReport:
         }
 
 
-def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> RunReport:
-    """Fetch and store one snapshot; a provider failure leaves a failed run and nothing else."""
+def run_scrape(
+    engine: Engine, lock_engine: Engine, job: Job, *, retention: timedelta, deadline: Deadline
+) -> RunReport:
+    """Fetch and store one snapshot; a failure leaves a failed run and nothing else.
+
+    ``deadline`` bounds the provider calls and every database wait of the run alike;
+    ``lock_engine`` is for the run's lock alone (``scrapers.lock``).
+    """
     attributes = {"topcoins.kind": job.kind.value, "topcoins.source": job.source.value}
     with tracer.start_as_current_span(f"scrape {job.kind.value}", attributes=attributes) as span:
         report = RunReport(job.kind, job.source)
         ids = current_ids()
         report.trace_id = ids[0] if ids else None
         clock = time.monotonic()
-        _run(engine, job, retention, report)
+        _run(engine, lock_engine, job, retention, deadline, report)
         report.duration_seconds = time.monotonic() - clock
         span.set_attribute("topcoins.outcome", report.outcome.value)
         if report.run_id is not None:
@@ -107,7 +119,18 @@ def run_scrape(engine: Engine, job: Job, *, retention: timedelta) -> RunReport:
     return report
 
 
-def _run(engine: Engine, job: Job, retention: timedelta, report: RunReport) -> None:
+class LockHeldTooLong(ScrapeError):
+    """Another run has held the lock longer than a run may last: it is stuck, not running."""
+
+
+def _run(
+    engine: Engine,
+    lock_engine: Engine,
+    job: Job,
+    retention: timedelta,
+    deadline: Deadline,
+    report: RunReport,
+) -> None:
     record = RunRecord(
         job.kind,
         job.source,
@@ -116,26 +139,69 @@ def _run(engine: Engine, job: Job, retention: timedelta, report: RunReport) -> N
         measure=job.measure,
         budget=job.budget,
     )
-    with exclusive(engine, job.kind) as connection:
-        if connection is None:
-            report.details["reason"] = f"another {job.kind.value} scrape holds the lock"
-            return
-        with Session(bind=connection, expire_on_commit=False) as session:
-            try:
-                snapshot = job.fetch(session)
-            except NothingToDo as exc:
-                report.details["reason"] = str(exc)
+    try:
+        with _within(deadline), run_lock(lock_engine, job.kind, deadline) as lock:
+            if not lock.acquired:
+                _check_holder(job.kind, lock, deadline)
+                report.details["reason"] = f"another {job.kind.value} scrape holds the lock"
                 return
-            except ScrapeError as exc:
-                with session.begin():
-                    run = record_failure(session, record, str(exc))
-                report.outcome, report.run_id = Outcome.FAILED, run.id
-                report.credit_count = run.credit_count
-                report.details["error"] = str(exc)
-                return
-            with session.begin():
-                run = write_snapshot(session, record, snapshot)
-                pruned = prune(session, job.kind, retention)
+            with engine.connect() as connection:
+                bound(connection, deadline)
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    snapshot = job.fetch(session)
+                    with session.begin():
+                        run = write_snapshot(session, record, snapshot)
+                        pruned = prune(session, job.kind, retention)
+    except NothingToDo as exc:
+        report.details["reason"] = str(exc)
+        return
+    except ScrapeError as exc:
+        _record_failure(engine, record, str(exc), deadline, report)
+        return
     report.outcome, report.run_id = Outcome.SUCCEEDED, run.id
     report.item_count, report.credit_count = run.item_count, run.credit_count
     report.details.update(snapshot.details, pruned_runs=pruned)
+
+
+def _check_holder(kind: RunKind, lock: RunLock, deadline: Deadline) -> None:
+    """A lock held past the longest run is a stuck holder: a failure, not a skip."""
+    if lock.held_for is not None and lock.held_for > deadline.longest_run:
+        raise LockHeldTooLong(
+            f"another {kind.value} scrape has held the lock for {lock.held_for:.0f} s, "
+            f"longer than a run may last ({deadline.longest_run:g} s)"
+        )
+
+
+def _record_failure(
+    engine: Engine, record: RunRecord, error: str, deadline: Deadline, report: RunReport
+) -> None:
+    """Within a grace period of its own, since the run's deadline may be what ran out."""
+    report.outcome = Outcome.FAILED
+    report.details["error"] = error
+    report.credit_count = record.budget.spent if record.budget else None
+    grace = deadline.grace()
+    try:
+        with _within(grace), engine.connect() as connection:
+            bound(connection, grace)
+            with Session(bind=connection, expire_on_commit=False) as session, session.begin():
+                run = record_failure(session, record, error)
+    except (ScrapeError, SQLAlchemyError) as exc:
+        why = str(exc) if isinstance(exc, ScrapeError) else database_reason(exc)
+        report.details["error"] = (
+            f"{error}; the failed run could not be recorded either: "
+            f"{why.removeprefix(DATABASE_PREFIX)}"
+        )
+        return
+    report.run_id, report.credit_count = run.id, run.credit_count
+
+
+@contextmanager
+def _within(deadline: Deadline) -> Iterator[None]:
+    """A database wait the deadline cut short becomes the run's one-line reason."""
+    try:
+        yield
+    except DBAPIError as exc:
+        reason = timeout_reason(exc, deadline)
+        if reason is None:
+            raise
+        raise DeadlineReached(f"{DATABASE_PREFIX}{reason}") from None

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Engine, delete, func, insert, select
+from sqlalchemy import CursorResult, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from topcoins.models import Base, RunKind, RunStatus, ScrapeRun, Source
 
 from .budget import CreditBudget
-
-# Session-level advisory lock keys, one per kind of run, so that two runs of the same
-# scraper never overlap while the two scrapers never wait for each other.
-LOCK_KEYS = {RunKind.RANKING: 7_140_101, RunKind.PRICES: 7_140_102}
 
 
 @dataclass
@@ -59,27 +54,6 @@ class RunRecord:
             credits_reset_at=usage.reset_at if usage else None,
             **columns,
         )
-
-
-@contextmanager
-def exclusive(engine: Engine, kind: RunKind) -> Iterator[Connection | None]:
-    """A connection holding the kind's lock, or ``None`` if another run holds it.
-
-    The lock lives as long as the connection, so a killed scraper cannot leave it behind.
-    """
-    key = LOCK_KEYS[kind]
-    with engine.connect() as connection:
-        acquired = connection.scalar(select(func.pg_try_advisory_lock(key)))
-        connection.commit()
-        if not acquired:
-            yield None
-            return
-        try:
-            yield connection
-        finally:
-            connection.rollback()
-            connection.execute(select(func.pg_advisory_unlock(key)))
-            connection.commit()
 
 
 def write_snapshot(session: Session, record: RunRecord, snapshot: Snapshot) -> ScrapeRun:

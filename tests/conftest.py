@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -97,9 +98,14 @@ def providers(provider_server: FakeProviders) -> FakeProviders:
 @pytest.fixture
 def env(db: Engine, db_url: str, providers: FakeProviders) -> dict[str, str]:
     """The environment a scraper gets in production, pointed at the fakes and the test DB."""
+    return environment(db_url, providers)
+
+
+def environment(url: str, providers: FakeProviders) -> dict[str, str]:
+    """What the scrapers and the API get, for a database and the running fake providers."""
     return {
         "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": url,
         "COINDESK_API_KEY": COINDESK_KEY,
         "COINDESK_BASE_URL": providers.coindesk_url,
         "CRYPTOCOMPARE_API_KEY": CRYPTOCOMPARE_KEY,
@@ -131,6 +137,15 @@ def scraped(scrape: Callable[..., int]) -> None:
     assert scrape("prices") == 0
 
 
+class CaughtUpClient(FlaskClient):
+    """Asks once the worker's refresher has caught up with the database, as it does within
+    ``API_REFRESH_SECONDS``: tests then read what they just stored, without sleeping."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        self.application.extensions["toplist"].refresh(freshness=True)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(db: Engine, db_url: str) -> Iterator[Flask]:
     settings = ApiSettings(
@@ -139,6 +154,7 @@ def app(db: Engine, db_url: str) -> Iterator[Flask]:
         tracing=True,
     )
     app = create_app(settings)
+    app.test_client_class = CaughtUpClient
     yield app
     app.extensions["toplist"].stop()
     app.extensions["engine"].dispose()
@@ -147,6 +163,27 @@ def app(db: Engine, db_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Iterator[Callable[..., Flask]]:
+    """Apps of other settings (another database, timing, state directory), stopped after."""
+    made: list[Flask] = []
+
+    def make(url: str | None = None, **settings: Any) -> Flask:
+        full = ApiSettings(
+            database_url=database_url({"DATABASE_URL": url or db_url}),
+            **{"refresh_interval_seconds": 0.05, **settings},
+        )
+        app = create_app(full)
+        app.test_client_class = CaughtUpClient
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["toplist"].stop()
+        app.extensions["engine"].dispose()
 
 
 @pytest.fixture

@@ -43,6 +43,10 @@ COMPONENTS = {
     "ranking-coinmarketcap": K8S / "components" / "ranking-coinmarketcap",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
+# The oldest version k8s/README.md supports, and the newest kubernetes-validate knows: API servers
+# differ (1.32 to 1.34 require fields later ones default), so both must accept every object.
+OLDEST_SUPPORTED_VERSION = "1.32.0"
+KUBERNETES_VERSIONS = (OLDEST_SUPPORTED_VERSION, KUBERNETES_VERSION)
 
 # JSON schemas for custom resources, keyed "group/version/Kind": our own descriptions of the
 # fields this project uses, not the operators' CRDs (tests/schemas/README.md). kubernetes-validate

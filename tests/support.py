@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import socket
@@ -153,10 +154,25 @@ class Gunicorn:
         def up() -> bool:
             try:
                 return requests.get(self.base + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:
+                # Refused before the bind, or a read timeout while a worker boots.
                 return False
 
         assert wait_for(up, timeout=20), self.output()
+
+    def wait_until_ready(self, answers: int = 8) -> None:
+        """Ready answers in a row, which gunicorn spreads over its workers: each has a list."""
+
+        def ready() -> bool:
+            try:
+                return all(
+                    requests.get(self.base + "/readyz", timeout=2).status_code == 200
+                    for _ in range(answers)
+                )
+            except requests.RequestException:
+                return False
+
+        assert wait_for(ready, timeout=20), self.output()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -262,3 +278,51 @@ def recorded_statements(engine: Engine) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+class TcpProxy:
+    """A loopback TCP relay that can go silent: bytes stop flowing, but no connection closes.
+
+    That is what a network partition looks like from both ends, unlike a refused connection.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.silent = threading.Event()
+        self._stopping = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self._stopping.is_set():
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.silent.is_set():
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for sock in [self.listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()

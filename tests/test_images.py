@@ -369,8 +369,9 @@ def test_build_context_holds_only_what_the_images_copy() -> None:
 
 
 def test_api_image_serves_and_stops_within_the_graceful_timeout(
-    api_image: Image, db_url: str
+    api_image: Image, db_url: str, scraped: None
 ) -> None:
+    """Ready once it has loaded the stored list, which takes a refresh interval or so."""
     graceful = gunicorn_setting("graceful_timeout")
     port = free_port()
     env = {**api_image.env, "PORT": str(port), "DATABASE_URL": db_url, "WEB_CONCURRENCY": "2"}
@@ -387,7 +388,7 @@ def test_api_image_serves_and_stops_within_the_graceful_timeout(
         try:
             wait_for(lambda: status(base + "/healthz") == 200 or process.poll(), timeout=20)
             assert status(base + "/healthz") == 200, log.read_text()
-            assert status(base + "/readyz") == 200, log.read_text()
+            assert wait_for(lambda: status(base + "/readyz") == 200, timeout=10), log.read_text()
             version = requests.get(base + "/version", timeout=2).json()
             assert version == {"version": __version__, "commit": BUILD_ARGS["GIT_COMMIT"]}
             stopping = time.monotonic()

@@ -12,13 +12,12 @@ import copy
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -29,8 +28,9 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from fakeproviders import FakeProviders
-from tests import manifests
+from tests import frontend, manifests
 from tests.dockerfile import Dockerfile
+from tests.frontend import free_ports, listening
 from tests.manifests import ImageDefaults, Obj, find, ident, of_kind, render, workloads
 from tests.support import (
     CMC_KEY,
@@ -92,8 +92,9 @@ EGRESS = {
     "fake-providers": set(),
 }
 LOCAL_EGRESS = {"top-coins-ranks": FAKES, "top-coins-prices": FAKES}
+METRICS = {(9090, "TCP")}
 INGRESS = {
-    "top-coins-api": {(8080, "TCP")},
+    "top-coins-api": {(8080, "TCP")} | METRICS,
     "top-coins-postgres": POSTGRES,
     "fake-providers": FAKES,
 }
@@ -139,11 +140,15 @@ def name_of(template: Obj) -> str:
 
 
 def api_pod(objects: tuple[Obj, ...]) -> tuple[Obj, Obj, Obj]:
-    """(Deployment, pod spec, container) of the API."""
+    """(Deployment, pod spec, gunicorn's container) of the API."""
     deployment = find(objects, "Deployment", "top-coins-api")
     spec = deployment["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    return deployment, spec, container
+    return deployment, spec, container_named(spec, "api")
+
+
+def container_named(spec: Obj, name: str) -> Obj:
+    (container,) = [c for c in spec["containers"] if c["name"] == name]
+    return container
 
 
 def job_pod(objects: tuple[Obj, ...], kind: str, name: str) -> tuple[Obj, Obj]:
@@ -178,24 +183,27 @@ def validation_cases() -> Iterator[Any]:
         try:
             objects = render(tree)
         except AssertionError:
-            yield pytest.param(tree, None, id=f"{tree}:render")
+            yield pytest.param(tree, None, manifests.KUBERNETES_VERSION, id=f"{tree}:render")
             continue
         for obj in objects:
-            yield pytest.param(tree, obj, id=f"{tree}:{ident(obj)}")
+            for version in manifests.KUBERNETES_VERSIONS:
+                yield pytest.param(tree, obj, version, id=f"{tree}:{ident(obj)}:{version}")
 
 
-@pytest.mark.parametrize(("tree", "obj"), list(validation_cases()))
-def test_every_object_validates_strictly(tree, obj):
+@pytest.mark.parametrize(("tree", "obj", "version"), list(validation_cases()))
+def test_every_object_validates_strictly(tree, obj, version):
+    """Against the oldest Kubernetes the README supports and the newest kubernetes-validate
+    knows: an API server rejects what its own version's schema does not allow."""
     if obj is None:
         render(tree)  # raises with kubectl's message
     failure = reason = None
     try:
-        reason = manifests.validate(obj)
+        reason = manifests.validate(obj, version)
     except manifests.jsonschema.ValidationError as exc:  # also our custom resource schemas
         at = ".".join(str(part) for part in exc.path)
-        failure = f"{tree}:{ident(obj)}: {at}: {exc.message}"
+        failure = f"{tree}:{ident(obj)} ({version}): {at}: {exc.message}"
     except manifests.kubernetes_validate.SchemaNotFoundError as exc:
-        failure = f"{tree}:{ident(obj)}: {exc.message}"
+        failure = f"{tree}:{ident(obj)} ({version}): {exc.message}"
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     if reason is not None:
@@ -203,7 +211,8 @@ def test_every_object_validates_strictly(tree, obj):
 
 
 def test_validation_is_strict_and_skips_only_custom_resources():
-    _, _, container = api_pod(render("base"))
+    _, spec, _ = api_pod(render("base"))
+    nginx = container_named(spec, "nginx")
     deployment = find(render("base"), "Deployment", "top-coins-api")
     typo = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
     with pytest.raises(manifests.kubernetes_validate.ValidationError):
@@ -216,12 +225,29 @@ def test_validation_is_strict_and_skips_only_custom_resources():
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
         "metadata": {"name": "top-coins-api", "namespace": NAMESPACE},
-        "spec": {"podMetricsEndpoints": [{"port": container["ports"][0]["name"]}]},
+        "spec": {"podMetricsEndpoints": [{"port": nginx["ports"][-1]["name"]}]},
     }
     reason = manifests.validate(pod_monitor)
     assert reason is not None
     assert "PodMonitor" in reason
     assert "CUSTOM_SCHEMAS" in reason
+
+
+def test_validation_per_version_catches_what_only_older_api_servers_reject():
+    """kubernetes#131512: the API servers of 1.32 to 1.34 require `status` in a Job's
+    podFailurePolicy.onPodConditions; later ones default it. Validating against the newest
+    schema alone let the CronJobs through."""
+    cronjob = copy.deepcopy(find(render("base"), "CronJob", "top-coins-ranks"))
+    rules = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+    for rule in rules:
+        for condition in rule.get("onPodConditions", []):
+            del condition["status"]
+    assert manifests.validate(cronjob, manifests.KUBERNETES_VERSION) is None
+    with pytest.raises(manifests.kubernetes_validate.ValidationError, match="status"):
+        manifests.validate(cronjob, manifests.OLDEST_SUPPORTED_VERSION)
+    readme = (ROOT / "k8s" / "README.md").read_text()
+    oldest = ".".join(manifests.OLDEST_SUPPORTED_VERSION.split(".")[:2])
+    assert f"Kubernetes {oldest} or newer" in readme
 
 
 # --- 2. policy -----------------------------------------------------------------------------
@@ -296,28 +322,45 @@ def test_every_pod_is_locked_down_and_sized(tree):
 def test_api_rolls_out_safely_and_probes_the_right_paths(tree, monkeypatch):
     objects = render(tree)
     deployment, spec, container = api_pod(objects)
+    nginx = container_named(spec, "nginx")
     assert deployment["spec"]["replicas"] >= 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "httpGet" in container["startupProbe"]
-    (port,) = container["ports"]
-    assert (port["name"], port["containerPort"]) == ("http", 8080)
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert manifests.container_port(spec, container[probe]["httpGet"]["port"]) == 8080
+    # gunicorn listens on loopback only; nginx declares the pod's ports and passes to it.
+    assert "ports" not in container
     env = manifests.resolve_env(container, objects, {"top-coins": {"api-database-url": "x"}})
-    assert env["PORT"] == "8080"
+    assert env["BIND"] == "127.0.0.1:8000"
     assert env["DATABASE_URL"] == "x", "the API reads api-database-url, not database-url"
-    # gunicorn.conf.py's own default, as the container (which does not override it) gets it.
+    ports = {p["name"]: p["containerPort"] for p in nginx["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
+    nginx_env = manifests.resolve_env(nginx, objects, {})
+    assert nginx_env["NGINX_PORT"] == str(ports["http"])
+    assert nginx_env["NGINX_METRICS_PORT"] == str(ports["metrics"])
+    assert nginx_env["NGINX_UPSTREAM"] == env["BIND"]
+    # The kubelet reaches gunicorn through nginx's public port, by number: a probe's port name
+    # would be looked up in the api container, which declares none.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert nginx[probe]["tcpSocket"]["port"] in ("http", 8080)
+    # Stopping: nginx stops passing requests on (preStop, then SIGQUIT) before gunicorn gets
+    # SIGTERM, and gunicorn's graceful timeout still fits the grace period.
     monkeypatch.delenv("GUNICORN_GRACEFUL_TIMEOUT", raising=False)
     assert "GUNICORN_GRACEFUL_TIMEOUT" not in env
     graceful = gunicorn_setting("graceful_timeout")
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert spec["terminationGracePeriodSeconds"] > graceful + pre_stop > graceful
-    mounts = [m["mountPath"] for m in container["volumeMounts"]]
-    assert mounts == ["/tmp"]
-    (volume,) = spec["volumes"]
-    assert "emptyDir" in volume
+    nginx_pre_stop = nginx["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < nginx_pre_stop < pre_stop
+    assert spec["terminationGracePeriodSeconds"] > graceful + pre_stop
+    # Each container writes to a scratch volume of its own.
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    ((tmp, mount),) = [(m["name"], m["mountPath"]) for m in container["volumeMounts"]]
+    assert mount == "/tmp"
+    assert "emptyDir" in volumes[tmp]
+    nginx_mounts = {m["mountPath"]: m for m in nginx["volumeMounts"]}
+    nginx_tmp = nginx_mounts[nginx_env["NGINX_TEMP"]]
+    assert "emptyDir" in volumes[nginx_tmp["name"]]
+    assert nginx_tmp["name"] != tmp
     (spread,) = spec["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert manifests.selects(
@@ -326,8 +369,8 @@ def test_api_rolls_out_safely_and_probes_the_right_paths(tree, monkeypatch):
 
     service = find(objects, "Service", "top-coins-api")
     assert service["spec"]["type"] == "ClusterIP"
-    (service_port,) = service["spec"]["ports"]
-    assert (service_port["port"], service_port["targetPort"]) == (80, "http")
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert service_ports == {"http": (80, "http"), "metrics": (9090, "metrics")}
     hpa = find(objects, "HorizontalPodAutoscaler", "top-coins-api")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -343,6 +386,47 @@ def test_api_rolls_out_safely_and_probes_the_right_paths(tree, monkeypatch):
     assert manifests.selects(
         pdb["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]
     )
+
+
+def nginx_template_mount(spec: Obj, nginx: Obj, objects: tuple[Obj, ...]) -> tuple[str, Obj]:
+    """(the template's path as NGINX_TEMPLATE names it, the ConfigMap mounted there)."""
+    path = manifests.resolve_env(nginx, objects, {})["NGINX_TEMPLATE"]
+    directory, _, key = path.rpartition("/")
+    (mount,) = [m for m in nginx["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    configmap = find(objects, "ConfigMap", volume["configMap"]["name"])
+    assert key in configmap["data"], f"{path}: no such key in the ConfigMap"
+    return path, configmap
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_api_pod_runs_nginx_with_the_projects_one_template(tree):
+    objects = render(tree)
+    _, spec, _ = api_pod(objects)
+    nginx = container_named(spec, "nginx")
+    path, configmap = nginx_template_mount(spec, nginx, objects)
+    # The file bin/local and tests/test_nginx.py run, byte for byte, through kustomize's
+    # configMapGenerator (a hashed name: a change rolls the pods).
+    assert configmap["data"][path.rpartition("/")[2]] == frontend.TEMPLATE.read_text()
+    assert configmap["metadata"]["name"].startswith("top-coins-api-nginx-")
+    # Rendered with exactly the template's variables, each of which the container sets.
+    shell, flag, script = nginx["command"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    assert f"envsubst '{frontend.envsubst_list()}'" in script
+    assert script.rstrip().endswith(
+        'exec nginx -c "$NGINX_TEMP/nginx.conf" '
+        + " ".join(frontend.RUN_FLAGS[:2])
+        + " -g 'daemon off;'"
+    )
+    env = manifests.resolve_env(nginx, objects, {})
+    assert set(frontend.variables()) <= set(env)
+    assert manifests.image_repository(nginx["image"]) == "nginx-unprivileged"
+    base_tag, _ = manifests.image_reference(
+        container_named(api_pod(render("base"))[1], "nginx")["image"]
+    )
+    tag, digest = manifests.image_reference(nginx["image"])
+    assert tag == base_tag, "overlays pin the tag the base names"
+    assert tree != "production" or digest is not None
 
 
 def test_production_runs_more_api_pods_behind_a_tls_ingress():
@@ -399,7 +483,8 @@ def test_scraper_cronjobs_never_overlap_and_clean_up(tree):
             "action": "FailJob",
             "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [2]},
         }
-        assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+        disruption = {"type": "DisruptionTarget", "status": "True"}
+        assert {"action": "Ignore", "onPodConditions": [disruption]} in rules
 
 
 def monthly_credits(config: dict[str, str], runs: dict[str, int]) -> int:
@@ -572,6 +657,21 @@ def test_network_policies_allow_only_what_each_component_needs(tree):
             if ports & POSTGRES and tree == "production":
                 assert peers, f"{name}: PostgreSQL egress must be narrowed to the database"
                 assert all("ipBlock" in p for p in peers)
+        if name == "top-coins-api":
+            # The public port from anywhere, /metrics only from Prometheus' namespace.
+            peers = {frozenset(ports): rule_peers for ports, rule_peers in ingress}
+            assert peers[frozenset({(8080, "TCP")})] == []
+            assert peers[frozenset(METRICS)] == [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ]
+            assert not any(
+                manifests.peer_admits(peers[frozenset(METRICS)], t["metadata"]["labels"])
+                for t in pods.values()
+            ), "no pod of the namespace reaches /metrics"
         if name in INGRESS_PEERS:
             callers = {
                 caller
@@ -635,27 +735,6 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: the sockets stay bound until all are picked.
-
-    Processes started here listen on these, never on the ports the manifests declare (8080,
-    9101-9103), which bin/local or anything else on this machine may be using.
-    """
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
 class Container:
     """A long-running container process; its output is kept for failure messages."""
 
@@ -673,16 +752,19 @@ class Container:
 
 
 @contextmanager
-def running(command: list[str], env: dict[str, str], grace: float) -> Iterator[Container]:
-    """Start ``command``; at the end send SIGTERM as the kubelet does and give it ``grace``
-    seconds, recording the exit code (None: it had to be killed)."""
+def running(
+    command: list[str], env: dict[str, str], grace: float, stop_signal: int = signal.SIGTERM
+) -> Iterator[Container]:
+    """Start ``command``; at the end send the image's stop signal (SIGTERM unless it names
+    another) as the kubelet does and give it ``grace`` seconds, recording the exit code (None:
+    it had to be killed)."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         container = Container(process, log)
         try:
             yield container
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop_signal)
             try:
                 container.exit_code = process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
@@ -854,42 +936,104 @@ def reader_url(db, db_url) -> Iterator[str]:
         connection.execute(text(f"DROP ROLE {role}"))
 
 
-def test_api_container_answers_its_probes_on_its_declared_port(reader_url, db_url):
+def local_nginx_process(
+    container: Obj, objects: tuple[Obj, ...], spec: Obj, scratch: Path, **overrides: str
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) to run the rendered nginx container here, its mounts under ``scratch``.
+
+    Debian's nginx and envsubst stand in for the image's. The ConfigMap's file is written where
+    NGINX_TEMPLATE finds it, and NGINX_TEMP points into ``scratch`` for the emptyDir.
+    """
+    template_path, configmap = nginx_template_mount(spec, container, objects)
+    key = template_path.rpartition("/")[2]
+    (scratch / "config").mkdir()
+    (scratch / "config" / key).write_text(configmap["data"][key])
+    env = manifests.resolve_env(container, objects, {})
+    overrides = {
+        "NGINX_TEMPLATE": str(scratch / "config" / key),
+        "NGINX_TEMP": str(scratch / "tmp"),
+        **overrides,
+    }
+    for name in overrides:
+        assert name in env, f"override of {name}, which the container does not get"
+    env.update(overrides)
+    nginx = frontend.nginx_binary()
+    assert nginx is not None
+    env["PATH"] = f"{Path(nginx).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return manifests.argv(container, ImageDefaults((), (), "/"), env), env
+
+
+@pytest.mark.skipif(frontend.MISSING is not None, reason=frontend.MISSING or "")
+def test_api_pod_answers_its_probes_through_nginx(reader_url, db_url, scraped):
+    """Both containers as rendered: gunicorn on its loopback BIND, nginx's own command in front
+    of it; the kubelet's probes and Prometheus reach the ports the pod declares."""
     objects = render("base")
     _, spec, container = api_pod(objects)
+    nginx = container_named(spec, "nginx")
     service = find(objects, "Service", "top-coins-api")
-    (service_port,) = service["spec"]["ports"]
-    port = manifests.container_port(spec, service_port["targetPort"])
-    assert port == 8080
+    declared = {
+        p["name"]: manifests.container_port(spec, p["targetPort"]) for p in service["spec"]["ports"]
+    }
+    assert declared == {"http": 8080, "metrics": 9090}
+    # Each process listens on a free port instead of the one the manifests declare.
+    upstream, public, metrics = free_ports(3)
+    local = {declared["http"]: public, declared["metrics"]: metrics}
     secrets = {"top-coins": {"api-database-url": reader_url, "database-url": db_url}}
-    # gunicorn binds $PORT, which the container sets to its declared port; here the same
-    # variable moves it to a free one.
-    (local_port,) = free_ports(1)
-    command, env = local_process(container, objects, secrets, PORT=str(local_port))
+    command, env = local_process(container, objects, secrets, BIND=f"127.0.0.1:{upstream}")
     assert command[1:] == ["-c", "gunicorn.conf.py"]
     # gunicorn.conf.py sizes the workers from the cgroup CPU quota, which here is the machine's,
     # not the container's: give it the count the container's CPU limit would.
     cpus = manifests.cpu_quota_cores(container["resources"]["limits"]["cpu"])
     env["WEB_CONCURRENCY"] = str(max(2, 2 * cpus))
+    scratch = frontend.scratch_directory()
+    proxy_command, proxy_env = local_nginx_process(
+        nginx,
+        objects,
+        spec,
+        scratch,
+        NGINX_PORT=str(public),
+        NGINX_METRICS_PORT=str(metrics),
+        NGINX_UPSTREAM=f"127.0.0.1:{upstream}",
+    )
     grace = spec["terminationGracePeriodSeconds"]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    with running(command, env, grace=grace - pre_stop) as api:
+    nginx_pre_stop = nginx["lifecycle"]["preStop"]["sleep"]["seconds"]
+    try:
+        # Stopped in the pod's order: nginx (SIGQUIT, its image's STOPSIGNAL), then gunicorn.
+        with (
+            running(command, env, grace=grace - pre_stop) as api,
+            running(
+                proxy_command, proxy_env, grace=grace - nginx_pre_stop, stop_signal=signal.SIGQUIT
+            ) as proxy,
+        ):
 
-        def answers(path: str) -> int | None:
-            code = api.process.poll()
-            assert code is None, f"gunicorn exited {code}:\n{api.output()}"
-            try:
-                return requests.get(f"http://127.0.0.1:{local_port}{path}", timeout=2).status_code
-            except requests.ConnectionError:
-                return None
+            def answers(port: int, path: str) -> int | None:
+                for process in (api, proxy):
+                    code = process.process.poll()
+                    assert code is None, f"exited {code}:\n{process.output()}"
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+                except requests.ConnectionError:
+                    return None
 
-        readiness = container["readinessProbe"]["httpGet"]
-        assert manifests.container_port(spec, readiness["port"]) == port
-        assert wait_for(lambda: answers(readiness["path"]) == 200, timeout=30), api.output()
-        for probe in ("livenessProbe", "startupProbe"):
-            get = container[probe]["httpGet"]
-            assert manifests.container_port(spec, get["port"]) == port
-            assert answers(get["path"]) == 200, probe
+            readiness = container["readinessProbe"]["httpGet"]
+            ready = wait_for(
+                lambda: answers(local[readiness["port"]], readiness["path"]) == 200, 30
+            )
+            assert ready, api.output() + proxy.output()
+            for probe in ("livenessProbe", "startupProbe"):
+                get = container[probe]["httpGet"]
+                assert answers(local[get["port"]], get["path"]) == 200, probe
+            for probe in ("readinessProbe", "livenessProbe"):
+                port = manifests.container_port(spec, nginx[probe]["tcpSocket"]["port"])
+                assert listening(local[port]), probe
+            # /metrics on the metrics port only.
+            assert answers(local[declared["metrics"]], "/metrics") == 200
+            assert answers(local[declared["http"]], "/metrics") == 404
+            assert answers(local[declared["metrics"]], "/readyz") == 404
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert proxy.exit_code == 0, f"nginx did not stop cleanly:\n{proxy.output()}"
     assert api.exit_code == 0, f"gunicorn did not stop cleanly in the grace period:\n{api.output()}"
 
 

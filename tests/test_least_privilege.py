@@ -8,8 +8,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api import create_app
+from tests.support import wait_for
+from topcoins.models import ScrapeRun
 from topcoins.settings import ApiSettings, database_url
 
 WRITES = [
@@ -47,7 +51,8 @@ def test_reader_role_serves_the_api(reader_url, store):
     app = create_app(ApiSettings(database_url=database_url({"DATABASE_URL": reader_url})))
     try:
         client = app.test_client()
-        assert client.get("/readyz").status_code == 200
+        # The list is loaded in the background: ready once it is.
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, timeout=5)
         assert client.get("/").get_json()["data"] == [
             {"rank": 1, "symbol": "BTC", "name": "Bitcoin", "price_usd": 5}
         ]
@@ -74,3 +79,31 @@ def test_tables_created_by_later_migrations_are_readable_too(reader_url, db_url)
     finally:
         with psycopg.connect(db_url, autocommit=True) as admin:
             admin.execute("DROP TABLE later_table")
+
+
+@pytest.mark.parametrize("kind", ["ranking", "prices"])
+def test_reader_role_cannot_take_a_scrape_lock(reader_url, kind):
+    with (
+        psycopg.connect(reader_url) as connection,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        connection.execute(
+            "SELECT kind FROM scrape_locks WHERE kind = %s FOR UPDATE SKIP LOCKED", (kind,)
+        )
+
+
+def test_reader_role_cannot_stop_the_scrapers(reader_url, scrape, db):
+    """Whatever the reader holds, both kinds of run go on: it could once take their lock."""
+    with psycopg.connect(reader_url) as reader:
+        # The session advisory locks the scrapers used to take, and the lock table, read in
+        # a transaction left open.
+        reader.execute("SELECT pg_advisory_lock(7140101), pg_advisory_lock(7140102)")
+        reader.execute("SELECT kind FROM scrape_locks")
+        assert scrape("ranks") == 0
+        assert scrape("prices") == 0
+    with Session(db) as session:
+        runs = session.scalars(select(ScrapeRun).order_by(ScrapeRun.id))
+        assert [(r.kind, r.status) for r in runs] == [
+            ("ranking", "succeeded"),
+            ("prices", "succeeded"),
+        ]

@@ -50,15 +50,17 @@ def test_missing_or_unusable_request_id_is_replaced_by_a_generated_one(client, g
     assert generated != client.get("/healthz").headers["X-Request-ID"]
 
 
-def test_log_lines_inside_a_request_carry_its_request_id(client, store, log_output):
+def test_a_new_snapshot_is_logged_by_the_refresher_not_by_a_request(client, store, log_output):
     store.ranking([("BTC", "Bitcoin")])
-    store.prices([(1, "BTC", "Bitcoin", 1, "5")])
+    ranking = store.prices([(1, "BTC", "Bitcoin", 1, "5")]) - 1
     assert client.get("/", headers={"X-Request-ID": "trace-me-1"}).status_code == 200
-    [loaded] = [r for r in json_lines(log_output.getvalue()) if r["logger"] == "api.toplist"]
-    assert loaded["request_id"] == "trace-me-1"
+    [loaded] = [r for r in json_lines(log_output.getvalue()) if r["logger"] == "api.cache"]
     assert loaded["level"] == "INFO"
-    assert "serving ranking run" in loaded["message"]
-    assert {"timestamp", "level", "logger", "message"} <= loaded.keys()
+    assert (
+        loaded["message"] == f"serving ranking run {ranking} with price run {ranking + 1}: 1 coins"
+    )
+    assert (loaded["ranking_run_id"], loaded["item_count"]) == (ranking, 1)
+    assert "request_id" not in loaded
 
 
 def test_unexpected_errors_are_logged_with_the_request_id(app, client, log_output):
@@ -76,6 +78,7 @@ def test_unexpected_errors_are_logged_with_the_request_id(app, client, log_outpu
 
 
 def test_gunicorn_and_app_log_only_json_with_access_fields(gunicorn, scraped):
+    gunicorn.wait_until_ready()
     requests.get(gunicorn.base + "/?limit=2", headers={"X-Request-ID": "abc-123"}, timeout=5)
     requests.get(gunicorn.base + "/?limit=zero", timeout=5)
     gunicorn.stop()

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import quote
 
+import psycopg
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
+from devtools.postgres import drop_database, ensure_database
 from tests.support import ROOT, alembic_config
 from topcoins.build import schema_head
 from topcoins.models import VIEWS
@@ -114,3 +124,78 @@ def test_migration_files_are_numbered_in_sequence():
     scripts = ScriptDirectory(str(ROOT / "migrations"))
     revisions = [r.revision for r in scripts.walk_revisions("base", "heads")][::-1]
     assert revisions == [f"{i:04d}" for i in range(1, len(revisions) + 1)]
+
+
+@dataclass
+class Owner:
+    """A LOGIN role without CREATEROLE that owns a fresh database, as on a managed service."""
+
+    url: str
+    # Group roles the test created, dropped once the database that uses them is gone.
+    roles: list[str] = field(default_factory=list)
+
+    def privilege(self, role: str, table: str) -> bool:
+        with psycopg.connect(self.url) as connection:
+            query = "SELECT has_table_privilege(%s, %s, 'SELECT')"
+            return connection.execute(query, (role, table)).fetchone()[0]
+
+    def revision(self) -> str | None:
+        with psycopg.connect(self.url) as connection:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            return row[0] if row else None
+
+
+@pytest.fixture
+def owner(admin_url: str, db_url: str) -> Iterator[Owner]:
+    """``db_url`` is migrated first, so the cluster has its topcoins_reader."""
+    suffix = uuid.uuid4().hex[:8]
+    role, database = f"topcoins_owner_{suffix}", f"topcoins_test_owner_{suffix}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOCREATEROLE PASSWORD 'owner-test'").format(
+                sql.Identifier(role)
+            )
+        )
+    url = ensure_database(admin_url, database)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(*map(sql.Identifier, (database, role)))
+        )
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    as_owner = make_url(url).set(username=role, password="owner-test")
+    created = Owner(as_owner.render_as_string(hide_password=False))
+    try:
+        yield created
+    finally:
+        drop_database(admin_url, database)
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            for name in (*created.roles, role):
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_an_owner_without_createrole_migrates_once_the_reader_role_exists(owner):
+    command.upgrade(alembic_config(owner.url), "head")
+    assert owner.revision() == schema_head()
+    assert owner.privilege("topcoins_reader", "scrape_locks")
+
+
+def test_a_missing_reader_role_that_cannot_be_created_says_what_to_run(owner, admin_url):
+    """The group role is named per test, leaving the cluster's topcoins_reader alone."""
+    reader = f"topcoins_reader_{uuid.uuid4().hex[:8]}"
+    owner.roles.append(reader)
+    url = f"{owner.url}?options={quote(f'-c topcoins.reader_role={reader}')}"
+    with pytest.raises(ProgrammingError) as raised:
+        command.upgrade(alembic_config(url), "head")
+    assert isinstance(raised.value.orig, psycopg.errors.InsufficientPrivilege)
+    assert raised.value.orig.diag.message_primary == (
+        f"the group role {reader} is missing and {make_url(owner.url).username} may not create "
+        f'it: run "CREATE ROLE {reader} NOLOGIN;" as a role with CREATEROLE, then migrate again'
+    )
+    assert owner.revision() == "0001"
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(reader)))
+    command.upgrade(alembic_config(url), "head")
+    assert owner.revision() == schema_head()
+    assert owner.privilege(reader, "scrape_runs")
+    assert not owner.privilege("topcoins_reader", "scrape_runs")

@@ -223,10 +223,17 @@ def test_service_monitor_scrapes_the_api_metrics_port() -> None:
     ]
     assert selected == [service]
     (endpoint,) = spec["endpoints"]
-    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "30s")
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+        "metrics",
+        "/metrics",
+        "30s",
+    )
+    # nginx's metrics port, not the public one, which answers /metrics with 404.
     (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
     api = find(objects, "Deployment", "top-coins-api")["spec"]["template"]["spec"]
-    assert manifests.container_port(api, port["targetPort"]) == 8080
+    assert manifests.container_port(api, port["targetPort"]) == 9090
+    (public,) = [p for p in service["spec"]["ports"] if p["name"] == "http"]
+    assert manifests.container_port(api, public["targetPort"]) != 9090
     # The operator's endpoint="http" target label would push the Flask `endpoint` label, which
     # the rules and the dashboard select on, aside to exported_endpoint.
     assert {"action": "labeldrop", "regex": "endpoint"} in endpoint["relabelings"]
@@ -411,11 +418,12 @@ def test_freshness_is_per_kind_never_per_provider() -> None:
         for target in panel.get("targets", []):
             if metric_names(target["expr"]) & (PER_KIND - {"top_coins_snapshot_info"}):
                 assert "source" not in target["expr"] + target["legendFormat"], panel["title"]
-    absent = re.findall(
-        r'absent\(top_coins_data_age_seconds\{kind="(\w+)"\}\)',
-        alerts()["TopCoinsNoFreshnessData"]["expr"],
-    )
-    assert set(absent) == KINDS
+    # A kind without a data age is looked for in each namespace with API pods, never with a
+    # global absent(), which another namespace's data would silence.
+    expr = alerts()["TopCoinsNoFreshnessData"]["expr"]
+    kinds = re.findall(r'label_replace\([^"]*"kind",\s*"(\w+)"', expr)
+    assert sorted(kinds) == sorted(KINDS)
+    assert "absent(top_coins_data_age_seconds" not in expr
 
 
 def test_stale_limit_is_three_measured_intervals() -> None:
@@ -538,15 +546,56 @@ def test_dashboard_charts_only_exposed_metrics_and_all_of_them() -> None:
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses each panel query, with Grafana's variables filled in, as a rule."""
-    rules_out = []
-    for i, expr in enumerate(dashboard_exprs()):
-        for variable, value in GRAFANA_VARIABLES.items():
-            expr = expr.replace(variable, value)
-        rules_out.append({"record": f"dashboard:query:{i}", "expr": expr})
+    rules_out = [
+        {"record": f"dashboard:query:{i}", "expr": filled_in(expr)}
+        for i, expr in enumerate(dashboard_exprs())
+    ]
     (tmp_path / "dashboard.yaml").write_text(
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules_out}]})
     )
     run_promtool("check", "rules", "dashboard.yaml", cwd=tmp_path)
+
+
+def filled_in(expr: str) -> str:
+    """A dashboard query as Grafana sends it to Prometheus."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def test_error_panel_reads_zero_not_no_data_on_a_healthy_api(tmp_path: Path) -> None:
+    """On an API without errors the 5xx panel draws 0. The exception counter only appears with
+    the first exception, so a query of it alone would show "no data", also while another
+    namespace has exceptions."""
+    (panel,) = [p for p in panels() if p["title"] == "5xx error ratio"]
+    queries = {t["refId"]: filled_in(t["expr"]) for t in panel["targets"]}
+    expected = {"A": 'top_coins:http_request_errors:ratio_rate5m{namespace="top-coins"}', "B": "{}"}
+    assert set(queries) == set(expected)
+    flask = "flask_http_request_total"
+    exceptions = "flask_http_request_exceptions_total"
+    healthy = f'namespace="{NAMESPACE}", pod="api-a", method="GET"'
+    failing = 'namespace="staging", pod="api-a", method="GET"'
+    case = {
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{flask}{{{healthy}, status="200"}}', "values": "0+600x20"},
+            {"series": f'{flask}{{{failing}, status="200"}}', "values": "0+540x20"},
+            {"series": f'{flask}{{{failing}, status="500"}}', "values": "0+60x20"},
+            {"series": f'{exceptions}{{{failing}, status="500"}}', "values": "0+60x20"},
+        ],
+        "promql_expr_test": [
+            {
+                "expr": queries[ref],
+                "eval_time": "10m",
+                "exp_samples": [{"labels": expected[ref], "value": 0}],
+            }
+            for ref in sorted(queries)
+        ],
+    }
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [case]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rule()["spec"]))
+    (tmp_path / "panel-test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    run_promtool("test", "rules", "panel-test.yaml", cwd=tmp_path)
 
 
 def test_data_age_panel_draws_the_stale_limits() -> None:

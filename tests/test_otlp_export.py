@@ -61,6 +61,7 @@ def test_the_api_exports_server_spans_from_its_workers(env, scraped, collector, 
     )
     try:
         api.wait_until_up()
+        api.wait_until_ready()
         traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         # Plain urllib: the requests instrumentation active in this process would replace
         # the traceparent with one of its own.

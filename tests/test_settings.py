@@ -66,6 +66,50 @@ def test_secret_values_are_not_echoed_in_config_errors(env):
     assert "hunter2" not in result.stderr
 
 
+MALFORMED = [
+    ("ranks", {"DATABASE_URL": "postgresql://u:hunter2@h:abc/d"}, "DATABASE_URL"),
+    ("ranks", {"DATABASE_URL": "postgresql://u:hunter2@[::1/d"}, "DATABASE_URL"),
+    ("ranks", {"DATABASE_URL": "postgresql://u:hunter2@h:99999/d"}, "DATABASE_URL"),
+    (
+        "ranks",
+        {"RANKING_PROVIDER": "cryptocompare", "CRYPTOCOMPARE_BASE_URL": "ftp://user:hunter2@host"},
+        "CRYPTOCOMPARE_BASE_URL",
+    ),
+    ("ranks", {"COINDESK_BASE_URL": "http://user:hunter2@[::1"}, "COINDESK_BASE_URL"),
+    ("prices", {"COINMARKETCAP_BASE_URL": "https://hunter2:hunter2@h:abc"}, "COINMARKETCAP_BASE"),
+    ("ranks", {"PUSHGATEWAY_URL": "gopher://hunter2@h"}, "PUSHGATEWAY_URL"),
+    ("ranks", {"SCRAPE_GRACE_SECONDS": "0"}, "SCRAPE_GRACE_SECONDS"),
+]
+
+
+@pytest.mark.parametrize(("command", "overrides", "named"), MALFORMED)
+def test_a_malformed_url_is_one_line_without_its_secret_and_exit_2(env, command, overrides, named):
+    result = run_scrapers({**env, **overrides}, command)
+    assert (result.returncode, result.stdout) == (2, "")
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"scrapers: configuration error: {named}")
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2@h:abc/d",
+        "postgresql://u:hunter2@[::1/d",
+        "postgresql://u:hunter2@h:0/d",
+    ],
+)
+def test_the_api_refuses_a_malformed_database_url_in_one_line(env, url):
+    result = run_python(
+        {**env, "DATABASE_URL": url}, "-c", "from api import create_app; create_app()"
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("api: configuration error: DATABASE_URL")
+
+
 def test_api_without_database_url_exits_2_with_one_line(env):
     result = run_python(
         {**env, "DATABASE_URL": ""}, "-c", "from api import create_app; create_app()"
@@ -90,6 +134,7 @@ def test_defaults():
     assert settings.http == HttpSettings(
         timeout_seconds=10.0, retries=3, backoff_seconds=1.0, deadline_seconds=60.0
     )
+    assert settings.grace_seconds == 5.0
     api = ApiSettings.from_env({"DATABASE_URL": "postgresql://u@h/d"})
     assert (api.stale_after_seconds, api.max_limit) == (900.0, 5000)
 

@@ -21,6 +21,18 @@ def schema_head() -> str:
     return head
 
 
+@cache
+def schema_revisions() -> frozenset[str]:
+    """Every migration this code knows: a database at one of them, not the head, is behind."""
+    scripts = ScriptDirectory(str(ROOT / "migrations"))
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def schema_is_behind(found: str | None) -> bool:
+    """Older than this code expects; a revision this code does not know is a newer one."""
+    return found is None or (found != schema_head() and found in schema_revisions())
+
+
 def git_commit(env: Mapping[str, str]) -> str:
     """``GIT_COMMIT`` as stamped into images, else the checkout's HEAD, else "unknown"."""
     stamped = env.get("GIT_COMMIT", "").strip()

@@ -207,6 +207,20 @@ class CmcAsset(Base):
     )
 
 
+class ScrapeLock(Base):
+    """One row per kind of run, held locked (``FOR UPDATE``) by the run of that kind.
+
+    A row lock needs UPDATE on the table, so only the writer role can take it: the API's
+    SELECT-only role cannot stop the scrapers (``scrapers.lock``).
+    """
+
+    __tablename__ = "scrape_locks"
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+
+    __table_args__ = (CheckConstraint(_in("kind", RunKind), name="kind"),)
+
+
 # The latest successful run of each kind: the one definition of "current", used by the
 # view below, the API's poll, the price scrape and the metrics.  One indexed LIMIT 1
 # per kind, however long the history.

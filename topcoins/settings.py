@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from topcoins.models import Source
 
@@ -66,12 +70,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int, m
 
 
 def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """Never echoed back: a URL may carry a password, whatever its scheme."""
     value = _text(env, name, default)
     if not value:
         return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        # Reading ``port`` raises on one that is not a number from 0 to 65535.
+        port = parts.port
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{name} must be an http(s) URL with a host and a numeric port, if any")
     if parts.query or parts.username or parts.password:
         raise ConfigError(f"{name} must not carry a query string or credentials")
     return value.rstrip("/")
@@ -102,6 +113,15 @@ def _choice(env: Mapping[str, str], name: str, default: Source) -> Source:
         raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}") from None
 
 
+def _directory(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _text(env, name)
+    if raw is None:
+        return None
+    if not raw.startswith("/"):
+        raise ConfigError(f"{name} must be an absolute path")
+    return Path(raw)
+
+
 def exports_traces(env: Mapping[str, str]) -> bool:
     """Whether the standard OTEL_* variables ask for spans to be exported (OTLP)."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -113,12 +133,28 @@ def exports_traces(env: Mapping[str, str]) -> bool:
 
 
 def database_url(env: Mapping[str, str]) -> str:
-    """DATABASE_URL in the form psql accepts, turned into SQLAlchemy's psycopg 3 form."""
+    """DATABASE_URL in the form psql accepts, turned into SQLAlchemy's psycopg 3 form.
+
+    Parsed here, so that a malformed one is a configuration error rather than a traceback
+    from the engine; never echoed back, since it holds the password.
+    """
     raw = _required(env, "DATABASE_URL")
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
         raise ConfigError("DATABASE_URL must start with postgresql://")
-    return f"postgresql+psycopg://{rest}"
+    url = f"postgresql+psycopg://{rest}"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "DATABASE_URL is malformed: check that its port is a number "
+            "and that an IPv6 host is in [brackets]"
+        ) from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigError("DATABASE_URL has a port outside 1-65535")
+    if parsed.host is not None and not re.fullmatch(r"[^\s\[\]/@?#]+", parsed.host):
+        raise ConfigError("DATABASE_URL has a malformed host")
+    return url
 
 
 @dataclass(frozen=True)
@@ -214,6 +250,9 @@ class ScraperSettings:
     http: HttpSettings
     ranking_provider: Source = Source.COINDESK
     pushgateway_url: str | None = None
+    # A failed run's own time to record why, after SCRAPE_DEADLINE_SECONDS: a run lasts at
+    # most both, and a lock held longer belongs to a stuck run.
+    grace_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ScraperSettings:
@@ -224,6 +263,9 @@ class ScraperSettings:
             retention_days=_number(env, "RETENTION_DAYS", 7.0, minimum=0.01, maximum=3650),
             http=HttpSettings.from_env(env),
             pushgateway_url=_base_url(env, "PUSHGATEWAY_URL", "") or None,
+            grace_seconds=_number(
+                env, "SCRAPE_GRACE_SECONDS", cls.grace_seconds, minimum=1, maximum=300
+            ),
         )
 
 
@@ -235,6 +277,9 @@ class ApiSettings:
     max_limit: int = 5000
     metrics_multiprocess: bool = False
     tracing: bool = False
+    # Where each worker saves the list it serves, for a worker started while the database is
+    # away; gunicorn.conf.py gives every server a fresh one (an emptyDir in Kubernetes).
+    state_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -249,4 +294,5 @@ class ApiSettings:
             max_limit=_integer(env, "API_MAX_LIMIT", cls.max_limit, minimum=1, maximum=100_000),
             metrics_multiprocess=bool(_text(env, "PROMETHEUS_MULTIPROC_DIR")),
             tracing=exports_traces(env),
+            state_dir=_directory(env, "API_STATE_DIR"),
         )
