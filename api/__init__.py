@@ -73,12 +73,14 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     problems.init_app(app)
     app.register_blueprint(top.bp)
     app.register_blueprint(health.bp)
-    freshness = FreshnessCollector(cache, __version__, app.config["GIT_COMMIT"])
-    metrics.init_app(app, registry, (freshness,))
-    request_id.init_app(app)
     if settings.tracing:
         # Only when spans are exported: a server span costs more than the rest of a request.
         # Probes and scrapes every few seconds would drown the traces that matter.
         FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    else:
+        app.wsgi_app = top.TopListShortcut(app.wsgi_app, cache, app.config)  # type: ignore[method-assign]
+    freshness = FreshnessCollector(cache, __version__, app.config["GIT_COMMIT"])
+    metrics.init_app(app, registry, (freshness,))
+    request_id.init_app(app)
     cache.start()
     return app

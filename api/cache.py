@@ -10,6 +10,7 @@ someone scrapes, so that a flood of ``/metrics`` costs the database nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -17,13 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from prometheus_client import Counter
+from psycopg import sql
 from sqlalchemy import Connection, Engine, Row, select, text
 
 from topcoins.build import schema_head, schema_is_behind
-from topcoins.models import RunKind, latest_runs, top_coins
+from topcoins.models import SNAPSHOT_CHANNEL, RunKind, latest_runs, top_coins
 
 from . import saved_list
 from .freshness import FRESHNESS_SQL
@@ -87,6 +91,8 @@ class TopListCache:
         self._stop = threading.Event()
         # Set once the first poll of the database succeeded or failed.
         self.polled = threading.Event()
+        self._waited_for_first_poll = False
+        self._listener: psycopg.Connection[Any] | None = None
 
     def start(self) -> None:
         """Once per process (a forked child starts its own); loads only from local disk here."""
@@ -96,6 +102,7 @@ class TopListCache:
             self._pid = os.getpid()
             # A forked worker must not reuse connections inherited from its parent.
             self.engine.dispose(close=False)
+            self._listener = None
             self._stop.clear()
             # Ready for the first scrape of /metrics, which usually follows the start soon.
             self._freshness_wanted_at = self.clock()
@@ -113,6 +120,7 @@ class TopListCache:
 
     def stop(self) -> None:
         self._stop.set()
+        self._drop_listener()
 
     def current(self) -> TopList:
         """The list to serve now, without touching the database.
@@ -123,7 +131,8 @@ class TopListCache:
         if self._pid != os.getpid():
             self.start()
         top = self._current
-        if top is None and not self.polled.is_set():
+        if top is None and not self._waited_for_first_poll:
+            self._waited_for_first_poll = True
             self.polled.wait(FIRST_POLL_WAIT)
             top = self._current
         if top is None:
@@ -158,11 +167,53 @@ class TopListCache:
         return self._freshness
 
     def _run(self) -> None:
-        # A poll a second per worker is not worth a trace.
+        # The refresher's own queries are not worth a trace.
         with suppress_instrumentation():
             while not self._stop.is_set():
                 self.refresh()
-                self._stop.wait(self.interval)
+                self._wait_for_news()
+
+    def _wait_for_news(self) -> None:
+        """Until a snapshot is announced, or the safety-net poll is due.
+
+        The scrapers ``NOTIFY`` on commit (``SNAPSHOT_CHANNEL``), so a new snapshot is
+        served within milliseconds; the poll every ``interval`` covers a lost connection.
+        """
+        listener = self._listener or self._listen()
+        if listener is None:
+            self._stop.wait(self.interval)
+            return
+        try:
+            for _ in listener.notifies(timeout=self.interval, stop_after=1):
+                pass
+        except Exception:
+            self._drop_listener()
+            self._stop.wait(min(self.interval, 1.0))
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        """A connection of the engine's (same timeouts and keepalives), taken out of its pool."""
+        try:
+            pooled = self.engine.raw_connection()
+        except Exception:
+            return None
+        driver: psycopg.Connection[Any] = pooled.driver_connection
+        pooled.detach()  # never back into the pool while it listens
+        try:
+            driver.rollback()  # the pool's liveness check may have opened a transaction
+            driver.autocommit = True
+            driver.execute(sql.SQL("LISTEN {}").format(sql.Identifier(SNAPSHOT_CHANNEL)))
+        except Exception:
+            with contextlib.suppress(Exception):
+                driver.close()
+            return None
+        self._listener = driver
+        return driver
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.close()
 
     def refresh(self, *, freshness: bool = False) -> None:
         """Swap in the newest snapshot pair, if any changed; never raises.

@@ -1,9 +1,18 @@
-"""``GET /``: the merged top list as JSON or CSV."""
+"""``GET /``: the merged top list as JSON or CSV, gzipped for clients that take it.
+
+Every answer of a snapshot pair is memoised, so answering is a few dictionary lookups.
+Flask's own request handling costs more than that, so ``TopListShortcut`` answers the
+plain successful ``GET /`` before Flask; everything else (errors, conditional requests,
+``HEAD``, traced requests) goes through the Flask view, which answers with the same
+``answer()``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
@@ -11,34 +20,72 @@ from werkzeug.datastructures import MIMEAccept, MultiDict
 from werkzeug.http import parse_accept_header
 
 from .cache import NoDataYet, NotLoaded, TopListCache
+from .metrics import ENDPOINT_KEY
 from .problems import Problem, invalid_parameter
-from .toplist import MEDIA_TYPES
+from .request_id import StartResponse, WsgiApp
+from .toplist import MEDIA_TYPES, Rendered
 
 bp = Blueprint("top", __name__)
 
 DEFAULT_LIMIT = 200
+ENDPOINT = "top.top_list"
 _OFFERED = ["application/json", "text/csv"]
 _MAX_DIGITS = 9
 
 
 @bp.get("/")
 def top_list() -> Response:
-    environ = request.environ
+    rendered = answer(request.environ, current_app.extensions["toplist"], current_app.config)
+    response = Response(rendered.body, headers=rendered.headers)
+    if "HTTP_IF_NONE_MATCH" in request.environ or "HTTP_IF_MODIFIED_SINCE" in request.environ:
+        response.make_conditional(request)
+    return response
+
+
+def answer(environ: dict[str, Any], cache: TopListCache, config: dict[str, Any]) -> Rendered:
+    """The response ``GET /`` gets, or a ``Problem`` saying why not."""
     limit, fmt = request_shape(
-        environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT"), current_app.config["MAX_LIMIT"]
+        environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT"), config["MAX_LIMIT"]
     )
-    cache: TopListCache = current_app.extensions["toplist"]
     try:
         top = cache.current()
     except NoDataYet as exc:
         raise Problem(503, "No data yet", f"{exc}; the API serves once both scrapers ran") from None
     except NotLoaded as exc:
         raise Problem(503, "Not loaded yet", str(exc), headers={"Retry-After": "1"}) from None
-    rendered = top.render(limit, fmt, time.time())
-    response = Response(rendered.body, headers=rendered.headers)
-    if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ:
-        response.make_conditional(request)
-    return response
+    return top.render(limit, fmt, time.time(), accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")))
+
+
+class TopListShortcut:
+    """A WSGI layer answering the plain successful ``GET /`` without Flask: the hot path."""
+
+    def __init__(self, app: WsgiApp, cache: TopListCache, config: dict[str, Any]) -> None:
+        self.app = app
+        self.cache = cache
+        self.config = config
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if (
+            environ.get("PATH_INFO") != "/"
+            or environ.get("REQUEST_METHOD") != "GET"
+            or "HTTP_IF_NONE_MATCH" in environ
+            or "HTTP_IF_MODIFIED_SINCE" in environ
+        ):
+            return self.app(environ, start_response)
+        try:
+            rendered = answer(environ, self.cache, self.config)
+        except Problem:
+            return self.app(environ, start_response)
+        environ[ENDPOINT_KEY] = ENDPOINT
+        start_response("200 OK", [*rendered.headers, ("Content-Length", str(len(rendered.body)))])
+        return [rendered.body]
+
+
+@lru_cache(maxsize=64)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    if not accept_encoding:
+        return False
+    return parse_accept_header(accept_encoding).quality("gzip") > 0
 
 
 @lru_cache(maxsize=1024)

@@ -9,6 +9,7 @@ stays linear in the ranking's length however many limits clients ask for.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -19,14 +20,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import accumulate
 
-from werkzeug.http import http_date, quote_etag
+from werkzeug.http import http_date, quote_etag, unquote_etag
 
 from topcoins.models import Source
 
 CSV_HEADER = ("Rank", "Symbol", "Price USD")
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
-# Bodies kept per list: enough for the few shapes clients really ask for.
-RENDERED_KEPT = 16
+# Bodies kept per list: enough for the few shapes (and encodings) clients really ask for.
+RENDERED_KEPT = 32
 # A cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -88,15 +89,19 @@ class TopList:
             now - self.snapshot.priced_at.timestamp() > self.stale_after,
         )
 
-    def render(self, limit: int, fmt: str, now: float) -> Rendered:
+    def render(self, limit: int, fmt: str, now: float, gzipped: bool = False) -> Rendered:
         limit = min(limit, len(self.coins))
-        key = (limit, fmt, *self.staleness(now))
+        ranking_stale, prices_stale = self.staleness(now)
+        key = (limit, fmt, ranking_stale, prices_stale, gzipped)
         with self._lock:
             cached = self._rendered.get(key)
             if cached is not None:
                 self._rendered.move_to_end(key)
                 return cached
-        rendered = self._render(*key)
+        if gzipped:
+            rendered = _gzipped(self.render(limit, fmt, now))
+        else:
+            rendered = self._render(limit, fmt, ranking_stale, prices_stale)
         with self._lock:
             self._rendered[key] = rendered
             while len(self._rendered) > RENDERED_KEPT:
@@ -118,7 +123,7 @@ class TopList:
             ("ETag", quote_etag(tag)),
             ("Last-Modified", http_date(self.last_modified)),
             ("Cache-Control", "no-cache"),
-            ("Vary", "Accept"),
+            ("Vary", "Accept, Accept-Encoding"),
         )
         return Rendered(body, headers)
 
@@ -142,6 +147,16 @@ class TopList:
                 "stale": prices_stale,
             },
         }
+
+
+def _gzipped(plain: Rendered) -> Rendered:
+    """Compressed once, beside the plain body: a representation of its own, with its own tag."""
+    headers = tuple(
+        (name, quote_etag(unquote_etag(value)[0] + "-gzip") if name == "ETag" else value)
+        for name, value in plain.headers
+    )
+    body = gzip.compress(plain.body, compresslevel=6, mtime=0)
+    return Rendered(body, (*headers, ("Content-Encoding", "gzip")))
 
 
 def _item(coin: Coin) -> dict[str, object]:

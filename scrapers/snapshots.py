@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from topcoins.models import Base, RunKind, RunStatus, ScrapeRun, Source
+from topcoins.models import SNAPSHOT_CHANNEL, Base, RunKind, RunStatus, ScrapeRun, Source
 
 from .budget import CreditBudget
 
@@ -68,6 +68,8 @@ def write_snapshot(session: Session, record: RunRecord, snapshot: Snapshot) -> S
     if snapshot.prepare is not None:
         snapshot.prepare(session)
     session.execute(insert(snapshot.table), [{**row, "run_id": run.id} for row in snapshot.rows])
+    # Delivered when the transaction commits, and only if it does.
+    session.execute(select(func.pg_notify(SNAPSHOT_CHANNEL, f"{record.kind}:{run.id}")))
     return run
 
 

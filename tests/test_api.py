@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import time
@@ -224,3 +225,45 @@ def test_responses_never_query_the_database_per_request(app, client, two_coins):
 def test_json_body_is_valid_json_for_every_limit(client, two_coins):
     for limit in (1, 2, 3):
         assert len(json.loads(client.get(f"/?limit={limit}").data)["data"]) == limit
+
+
+def test_gzip_is_answered_with_the_body_compressed_once_and_its_own_tag(client, two_coins):
+    plain = client.get("/?limit=3")
+    packed = client.get("/?limit=3", headers={"Accept-Encoding": "br, gzip;q=0.8"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed.data) == plain.data
+    assert packed.headers["ETag"] == plain.headers["ETag"][:-1] + '-gzip"'
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    assert "Content-Encoding" not in plain.headers
+    refused = client.get("/?limit=3", headers={"Accept-Encoding": "gzip;q=0"})
+    assert refused.data == plain.data
+    again = client.get(
+        "/?limit=3",
+        headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]},
+    )
+    assert again.status_code == 304
+
+
+def without_request_id(headers) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in headers.items() if k != "X-Request-ID")
+
+
+def test_the_hot_path_answers_exactly_as_the_flask_view(make_app, two_coins):
+    shortcut = make_app(tracing=False).test_client()
+    flask = make_app(tracing=True).test_client()
+    for path in ("/", "/?limit=2", "/?format=csv", "/?limit=abc", "/?limit=1&limit=2"):
+        for headers in ({}, {"Accept": "text/csv"}, {"Accept-Encoding": "gzip"}, {"Accept": "x/y"}):
+            fast, slow = shortcut.get(path, headers=headers), flask.get(path, headers=headers)
+            assert (fast.status_code, fast.data) == (slow.status_code, slow.data), (path, headers)
+            assert without_request_id(fast.headers) == without_request_id(slow.headers)
+
+
+def test_the_hot_path_is_counted_as_the_top_list(make_app, two_coins):
+    client = make_app(tracing=False).test_client()
+    for _ in range(3):
+        assert client.get("/?limit=2").status_code == 200
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'flask_http_request_duration_seconds_count{endpoint="top.top_list",method="GET",'
+        'status="200"} 3.0'
+    ) in metrics

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from tests.support import Gunicorn, run_scrapers, wait_for
 
@@ -78,3 +79,59 @@ def test_rank_change_is_served_after_next_scrape(env, api, providers):
     )
     assert time.monotonic() - committed < 3
     assert served_csv(api)[199][2] != ""
+
+
+def test_a_new_snapshot_is_pushed_to_every_worker_without_waiting_for_a_poll(
+    env, providers, tmp_path
+):
+    """With the safety-net poll a minute away, only the scraper's NOTIFY can tell the workers."""
+    server = Gunicorn({**env, "API_REFRESH_SECONDS": "60"}, tmp_path / "gunicorn.log")
+    try:
+        server.wait_until_up()
+        scrape(env, "ranks")
+        scrape(env, "prices")
+        assert wait_for(lambda: served_by_every_worker(server.base), timeout=3), server.output()
+        providers.market.swap(199)
+        scrape(env, "ranks")
+        assert wait_for(
+            lambda: all(served_csv(server.base)[199][:2] == ["199", "WINGS"] for _ in range(6)),
+            timeout=3,
+        )
+    finally:
+        server.stop()
+
+
+def test_a_lost_listener_is_replaced_and_the_poll_covers_the_gap(env, db, providers, tmp_path):
+    server = Gunicorn({**env, "API_REFRESH_SECONDS": "0.5"}, tmp_path / "gunicorn.log")
+    try:
+        server.wait_until_up()
+        scrape(env, "ranks")
+        scrape(env, "prices")
+        assert wait_for(lambda: served_by_every_worker(server.base), timeout=5)
+        with db.begin() as connection:
+            terminated = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'top-coins-api' AND query LIKE 'LISTEN%'"
+                )
+            ).scalar()
+        assert terminated >= 1
+        providers.market.swap(199)
+        scrape(env, "ranks")
+        assert wait_for(
+            lambda: all(served_csv(server.base)[199][:2] == ["199", "WINGS"] for _ in range(6)),
+            timeout=5,
+        ), server.output()
+        assert wait_for(lambda: listeners(db) == 2, timeout=5), "each worker listens again"
+    finally:
+        server.stop()
+
+
+def listeners(db) -> int:
+    with db.connect() as connection:
+        return connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'top-coins-api' AND query LIKE 'LISTEN%'"
+            )
+        ).scalar()

@@ -48,6 +48,9 @@ def make_engine(
     options = " ".join(
         f"-c {name}={round(seconds * 1000)}" for name, seconds in settings.items() if seconds
     )
+    # Our queries are small and planned in microseconds; JIT compiles for tens of
+    # milliseconds once a plan looks costly (a 5000-coin top_coins does) and never pays back.
+    options = f"{options} -c jit=off".strip()
     connect_args: dict[str, object] = {
         "application_name": application_name,
         "connect_timeout": max(1, round(limits.connect)),
@@ -57,8 +60,7 @@ def make_engine(
         "keepalives_count": limits.keepalive_count,
         "tcp_user_timeout": round(limits.tcp_user * 1000),
     }
-    if options:
-        connect_args["options"] = options
+    connect_args["options"] = options
     # Looked up at call time so that the OpenTelemetry wrapper around it applies.
     return sqlalchemy.create_engine(
         url,

@@ -221,6 +221,11 @@ class ScrapeLock(Base):
     __table_args__ = (CheckConstraint(_in("kind", RunKind), name="kind"),)
 
 
+# Every successful snapshot is announced on this channel when it commits (its payload:
+# "<kind>:<run id>"); each API worker LISTENs, so it serves the snapshot at once.
+SNAPSHOT_CHANNEL = "top_coins_snapshots"
+
+
 # The latest successful run of each kind: the one definition of "current", used by the
 # view below, the API's poll, the price scrape and the metrics.  One indexed LIMIT 1
 # per kind, however long the history.

@@ -273,7 +273,8 @@ class ScraperSettings:
 class ApiSettings:
     database_url: str = field(repr=False)
     stale_after_seconds: float = 900.0
-    refresh_interval_seconds: float = 1.0
+    # A safety net only: snapshots are announced by NOTIFY and served at once.
+    refresh_interval_seconds: float = 5.0
     max_limit: int = 5000
     metrics_multiprocess: bool = False
     tracing: bool = False
