@@ -124,7 +124,10 @@ class Nginx:
         self.config = self.directory / "nginx.conf"
         self.config.write_text(render(self.values))
         self.log_path = self.directory / "nginx.log"
-        self._log = self.log_path.open("wb")
+        # Appending: nginx opens /dev/stdout anew for its access log, with its own file offset
+        # (and O_APPEND), while its error log writes to the stderr it inherits. Into a file
+        # opened without O_APPEND, each would overwrite lines the other wrote.
+        self._log = self.log_path.open("ab")
         self.final_output = ""
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config), *RUN_FLAGS],

@@ -4,7 +4,8 @@
 What it is there for: slow clients cannot take gunicorn's sync workers, connections are kept
 alive, /metrics stays off the public port, and every answer nginx makes itself is a problem
 document, as the app's are, never an HTML page (nginx's, or gunicorn's for a request it
-refuses).
+refuses). And GET / is answered from a micro-cache: each distinct answer reaches gunicorn about
+once a second, never an error, never a probe.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from threading import Thread
 
 import pytest
 import requests
+import yaml
 from alembic import command
 
 from fakeproviders import FakeProviders
@@ -36,7 +39,9 @@ from scrapers.cli import main as scrapers_main
 from tests import frontend
 from tests.conftest import environment
 from tests.frontend import MISSING, Nginx, free_ports
-from tests.support import ROOT, Gunicorn, alembic_config, wait_for
+from tests.support import ROOT, Gunicorn, Store, alembic_config, wait_for
+from topcoins.db import make_engine
+from topcoins.settings import database_url
 
 needs_nginx = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
@@ -522,15 +527,21 @@ def test_gunicorn_gets_only_the_headers_the_api_reads_each_once() -> None:
                     b"Content-Type: a/b",
                     b"Content-Type: c/d",
                     b"X-Anything: else",
+                    b"Accept-Encoding: deflate, GZip;q=0.5, br",
                 ),
             )
-            bad_id = exchange(nginx.port, get("/healthz", b"X-Request-ID: has space"))
+            bad_id = exchange(
+                nginx.port,
+                get("/healthz", b"X-Request-ID: has space", b"Accept-Encoding: gzip;q=0, br"),
+            )
     finally:
         upstream.stop()
     assert (answer.status, bad_id.status) == (200, 200)
     first, second = upstream.seen
     assert sorted((name.lower(), value) for name, value in first) == [
         ("accept", "text/csv"),
+        # Only whether gzip is welcome: the one thing the app's answer depends on.
+        ("accept-encoding", "gzip"),
         ("host", "top-coins.test"),
         ("if-none-match", 'W/"abc"'),
         ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
@@ -541,6 +552,8 @@ def test_gunicorn_gets_only_the_headers_the_api_reads_each_once() -> None:
     # api/request_id.py's rule, applied by nginx too: an unusable id is replaced.
     (replaced,) = [value for name, value in second if name.lower() == "x-request-id"]
     assert REQUEST_ID.fullmatch(replaced)
+    # gzip refused by a zero weight: nothing to say.
+    assert "accept-encoding" not in {name.lower() for name, _ in second}
 
 
 def test_every_header_the_api_reads_is_passed_on() -> None:
@@ -608,21 +621,26 @@ def test_conditional_and_compressed_answers_pass_through(api: Nginx) -> None:
     assert plain.status_code == 200
     assert "Content-Encoding" not in plain.headers
     etag = plain.headers["ETag"]
-    again = requests.get(api.base + "/?limit=50", headers={"If-None-Match": etag})
+    again = requests.get(
+        api.base + "/?limit=50", headers={"If-None-Match": etag, "Accept-Encoding": "identity"}
+    )
     assert (again.status_code, again.content) == (304, b"")
-    # Compressed by nginx: the same body, the ETag weakened, which If-None-Match still matches.
+    # Compressed by the app, once: a representation of its own, with a strong ETag of its own.
     packed = requests.get(api.base + "/?limit=50", headers={"Accept-Encoding": "gzip"}, stream=True)
     raw = packed.raw.read()
     assert packed.headers["Content-Encoding"] == "gzip"
-    # The app's Vary (its answer depends on Accept) and nginx's (on Accept-Encoding).
-    assert {v.strip() for v in packed.headers["Vary"].split(",")} == {"Accept", "Accept-Encoding"}
-    assert gzip.decompress(raw) == plain.content
-    assert packed.headers["ETag"] == f"W/{etag}"
-    weak = requests.get(
+    assert gzip.decompress(raw) == plain.content, "compressed twice"
+    # One Vary, the app's: its answer depends on both.
+    assert packed.raw.headers.getlist("Vary") == ["Accept, Accept-Encoding"]
+    assert plain.raw.headers.getlist("Vary") == ["Accept, Accept-Encoding"]
+    packed_etag = packed.headers["ETag"]
+    assert packed_etag != etag
+    assert not packed_etag.startswith("W/")
+    conditional = requests.get(
         api.base + "/?limit=50",
-        headers={"If-None-Match": packed.headers["ETag"], "Accept-Encoding": "gzip"},
+        headers={"If-None-Match": packed_etag, "Accept-Encoding": "gzip"},
     )
-    assert weak.status_code == 304
+    assert conditional.status_code == 304
     # Content negotiation reaches the app.
     csv = requests.get(api.base + "/?limit=3", headers={"Accept": "text/csv"})
     assert csv.headers["Content-Type"].startswith("text/csv")
@@ -633,6 +651,313 @@ def test_conditional_and_compressed_answers_pass_through(api: Nginx) -> None:
     assert invalid.headers["Content-Type"] == PROBLEM_JSON
     assert invalid.json()["invalid_params"][0]["name"] == "limit"
     assert invalid.headers["X-Content-Type-Options"] == "nosniff", "once, from nginx"
+
+
+# --- the micro-cache of GET / -----------------------------------------------------------------
+
+CACHE_STATUS = "X-Cache-Status"
+COINS = [("BTC", "Bitcoin", 1, "symbol"), ("ETH", "Ethereum", 1027, "symbol")]
+QUOTES = [(1, "BTC", "Bitcoin", 1, "96000.5"), (1027, "ETH", "Ethereum", 2, "2600.25")]
+
+
+def cached_for() -> float:
+    """The longest an entry is served: nginx counts its validity in whole seconds, so "1s"
+    lasts until the clock's next second but one."""
+    code, validity = directive("proxy_cache_valid").split()
+    assert code == "200", "only the list is cached"
+    return seconds(validity) + 1
+
+
+def unique(target: str) -> str:
+    """``target`` with a parameter the app ignores: a query no other request asked, so the test
+    starts from an empty cache entry on the module's shared pod."""
+    return f"{target}&unique={uuid.uuid4().hex}"
+
+
+def ask(url: str, request_id: str, method: str = "GET", **headers: str) -> requests.Response:
+    """One request carrying its own id, which gunicorn's access log names if it reaches it."""
+    sent = {"Accept-Encoding": "identity", **headers, "X-Request-ID": request_id}
+    return requests.request(method, url, headers=sent, timeout=5)
+
+
+def reached_gunicorn(server: Gunicorn, request_ids: list[str]) -> list[str]:
+    """Which of these requests gunicorn answered, from its access log, once a marker request
+    sent after them all has been logged there too."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    assert ask(server.base + "/healthz", marker).status_code == 200
+
+    def logged() -> list[str]:
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        return [line["request_id"] for line in lines if line.get("logger") == "gunicorn.access"]
+
+    assert wait_for(lambda: marker in logged(), timeout=5), server.output()
+    return [request_id for request_id in logged() if request_id in request_ids]
+
+
+@pytest.fixture
+def empty_pod(
+    fresh_database: Callable[[], str],
+    provider_server: FakeProviders,
+    tmp_path: Path,
+) -> Iterator[tuple[Store, Gunicorn, Nginx]]:
+    """A pod of its own, on a migrated database without any snapshot, and a writer for them.
+    Its workers poll for snapshots every second, should an announcement be missed."""
+    url = fresh_database()
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(database_url({"DATABASE_URL": url}), application_name="tests")
+    server = Gunicorn(
+        {**environment(url, provider_server), "API_REFRESH_SECONDS": "1"}, tmp_path / "gunicorn.log"
+    )
+    try:
+        server.wait_until_up()
+        with Nginx(f"127.0.0.1:{server.port}") as nginx:
+            yield Store(engine), server, nginx
+    finally:
+        server.stop()
+        engine.dispose()
+
+
+@needs_nginx
+def test_a_repeated_request_is_answered_from_the_cache_without_gunicorn(
+    pod: tuple[Gunicorn, Nginx],
+) -> None:
+    server, api = pod
+    url = api.base + unique("/?limit=7")
+    first = ask(url, "cache-first")
+    second = ask(url, "cache-second")
+    head = ask(url, "cache-head", method="HEAD")
+    assert [first.status_code, second.status_code, head.status_code] == [200, 200, 200]
+    assert [first.headers[CACHE_STATUS], second.headers[CACHE_STATUS]] == ["MISS", "HIT"]
+    # HEAD is asked of gunicorn as a GET, so it shares the entry.
+    assert head.headers[CACHE_STATUS] == "HIT"
+    assert second.content == first.content
+    assert len(second.json()["data"]) == 7
+    for name in ("ETag", "Last-Modified", "Content-Type", "Vary", "Cache-Control"):
+        assert second.headers[name] == first.headers[name], name
+    assert head.headers["Content-Length"] == str(len(first.content))
+    # Each answer carries its own request's id, never the one of the request that filled it.
+    assert [a.headers["X-Request-ID"] for a in (first, second, head)] == [
+        "cache-first",
+        "cache-second",
+        "cache-head",
+    ]
+    assert reached_gunicorn(server, ["cache-first", "cache-second", "cache-head"]) == [
+        "cache-first"
+    ]
+
+
+@needs_nginx
+def test_answers_from_the_cache_are_logged_by_nginx_once(pod: tuple[Gunicorn, Nginx]) -> None:
+    """Every request is logged once: by gunicorn if it answered, else by nginx."""
+    server, api = pod
+    url = api.base + unique("/?limit=3")
+    ids = ["logged-miss", "logged-hit", "logged-304"]
+    filled = ask(url, ids[0])
+    assert ask(url, ids[1]).headers[CACHE_STATUS] == "HIT"
+    assert ask(url, ids[2], **{"If-None-Match": filled.headers["ETag"]}).status_code == 304
+    assert reached_gunicorn(server, ids) == ids[:1]
+    lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
+    logged = {line["request_id"]: line for line in lines if line["request_id"] in ids}
+    assert sorted(logged) == sorted(ids[1:])
+    for request_id, status in ((ids[1], 200), (ids[2], 304)):
+        line = logged[request_id]
+        assert (line["status"], line["cache"], line["level"]) == (status, "HIT", "INFO")
+        assert line["request"].startswith("GET /?limit=3&unique=")
+
+
+CACHE_KEY_PARTS = {
+    "the query": ({"target": "/?limit=5&format=csv"}, {"target": "/?format=csv&limit=5"}),
+    "Accept": ({"Accept": "text/csv"}, {"Accept": "application/json"}),
+    "Accept-Encoding": ({"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}),
+}
+
+
+@needs_nginx
+@pytest.mark.parametrize("part", sorted(CACHE_KEY_PARTS))
+def test_each_query_accept_and_encoding_is_an_entry_of_its_own(api: Nginx, part: str) -> None:
+    one, other = CACHE_KEY_PARTS[part]
+    nonce = uuid.uuid4().hex
+
+    def fetch(variant: dict[str, str]) -> requests.Response:
+        headers = {"Accept-Encoding": "identity", **variant}
+        target = headers.pop("target", "/?limit=5")
+        return requests.get(
+            f"{api.base}{target}&unique={nonce}", headers=headers, timeout=5, stream=True
+        )
+
+    statuses = [fetch(variant).headers[CACHE_STATUS] for variant in (one, other, one, other)]
+    assert statuses == ["MISS", "MISS", "HIT", "HIT"]
+
+
+@needs_nginx
+def test_compressed_and_plain_answers_are_cached_apart_whatever_the_wording(api: Nginx) -> None:
+    url = api.base + unique("/?limit=20")
+
+    def fetch(accept_encoding: str) -> tuple[str, bytes, str | None]:
+        answer = requests.get(
+            url, headers={"Accept-Encoding": accept_encoding}, stream=True, timeout=5
+        )
+        assert answer.status_code == 200
+        assert answer.raw.headers.getlist("Vary") == ["Accept, Accept-Encoding"]
+        return (
+            answer.headers[CACHE_STATUS],
+            answer.raw.read(),
+            answer.headers.get("Content-Encoding"),
+        )
+
+    plain_status, plain, plain_coding = fetch("identity")
+    packed_status, packed, packed_coding = fetch("gzip, deflate")
+    assert (plain_status, plain_coding) == ("MISS", None)
+    assert (packed_status, packed_coding) == ("MISS", "gzip")
+    assert gzip.decompress(packed) == plain, "compressed once, by the app"
+    # Another wording of "gzip welcome" is the same entry; a refusal gets the plain one.
+    assert fetch("br;q=1.0, GZIP;q=0.8") == ("HIT", packed, "gzip")
+    assert fetch("gzip;q=0, deflate") == ("HIT", plain, None)
+    assert fetch("") == ("HIT", plain, None)
+
+
+@needs_nginx
+def test_conditional_requests_get_304_from_the_cache(pod: tuple[Gunicorn, Nginx]) -> None:
+    server, api = pod
+    url = api.base + unique("/?limit=4")
+    filled = ask(url, "conditional-fill", **{"If-None-Match": '"an-older-list"'})
+    # A conditional request that finds no entry fills one: gunicorn is asked for the whole list.
+    assert (filled.status_code, filled.headers[CACHE_STATUS]) == (200, "MISS")
+    by_tag = ask(url, "conditional-etag", **{"If-None-Match": filled.headers["ETag"]})
+    by_date = ask(url, "conditional-date", **{"If-Modified-Since": filled.headers["Last-Modified"]})
+    changed = ask(url, "conditional-other", **{"If-None-Match": '"an-older-list"'})
+    for answer in (by_tag, by_date):
+        assert (answer.status_code, answer.content) == (304, b"")
+        assert answer.headers[CACHE_STATUS] == "HIT"
+        assert answer.headers["ETag"] == filled.headers["ETag"]
+    assert (changed.status_code, changed.headers[CACHE_STATUS]) == (200, "HIT")
+    assert changed.content == filled.content
+    ids = ["conditional-fill", "conditional-etag", "conditional-date", "conditional-other"]
+    assert reached_gunicorn(server, ids) == ["conditional-fill"]
+
+
+NEVER_CACHED = {
+    "/healthz": ("GET", "/healthz", 200),
+    "/readyz": ("GET", "/readyz", 200),
+    "/version": ("GET", "/version", 200),
+    "OPTIONS /": ("OPTIONS", "/", 204),
+    "a bad limit": ("GET", "/?limit=0", 400),
+    "an unacceptable Accept": ("GET", "/?limit=5", 406),
+}
+
+
+@needs_nginx
+@pytest.mark.parametrize("case", sorted(NEVER_CACHED))
+def test_probes_version_and_errors_are_never_cached(pod: tuple[Gunicorn, Nginx], case: str) -> None:
+    server, api = pod
+    method, target, code = NEVER_CACHED[case]
+    accept = "image/png" if code == 406 else "*/*"
+    ids = [f"never-{uuid.uuid4().hex}" for _ in range(3)]
+    answers = [ask(api.base + target, request_id, method, Accept=accept) for request_id in ids]
+    assert [answer.status_code for answer in answers] == [code] * 3
+    assert {answer.headers.get(CACHE_STATUS, "none") for answer in answers} <= {"MISS", "none"}
+    assert reached_gunicorn(server, ids) == ids
+
+
+@needs_nginx
+def test_metrics_are_never_cached(pod: tuple[Gunicorn, Nginx]) -> None:
+    server, api = pod
+    ids = [f"metrics-{n}" for n in range(3)]
+    answers = [ask(api.metrics_base + "/metrics", request_id) for request_id in ids]
+    assert [answer.status_code for answer in answers] == [200] * 3
+    assert all(CACHE_STATUS not in answer.headers for answer in answers)
+    assert reached_gunicorn(server, ids) == ids
+
+
+@needs_nginx
+def test_no_data_yet_is_not_cached(empty_pod: tuple[Store, Gunicorn, Nginx]) -> None:
+    store, server, api = empty_pod
+    ids = ["no-data-1", "no-data-2"]
+    answers = [ask(api.base + "/?limit=2", request_id) for request_id in ids]
+    assert [(a.status_code, a.headers[CACHE_STATUS]) for a in answers] == [(503, "MISS")] * 2
+    assert answers[0].headers["Content-Type"] == PROBLEM_JSON
+    assert reached_gunicorn(server, ids) == ids
+    store.ranking(COINS)
+    store.prices(QUOTES)
+    # Served as soon as the workers have loaded it: no 503 was kept.
+    listed = wait_for(lambda: requests.get(api.base + "/?limit=2", timeout=5).status_code == 200, 5)
+    assert listed, server.output()
+
+
+@needs_nginx
+def test_a_new_snapshot_is_served_within_the_cache_time_and_the_swap_time(
+    empty_pod: tuple[Store, Gunicorn, Nginx],
+) -> None:
+    store, server, api = empty_pod
+    store.ranking(COINS)
+    store.prices(QUOTES)
+    url = api.base + "/?limit=2"
+
+    def served() -> tuple[int, str] | None:
+        answer = requests.get(url, timeout=5)
+        if answer.status_code != 200:
+            return None
+        return answer.json()["meta"]["ranking"]["run_id"], answer.headers[CACHE_STATUS]
+
+    assert wait_for(served, timeout=10), server.output()
+    old_run = served()
+    assert old_run is not None
+    new_run = store.ranking(list(reversed(COINS)))
+    committed = time.monotonic()
+    seen = []
+    while (answer := served()) is None or answer[0] != new_run:
+        seen.append(answer)
+        assert time.monotonic() - committed < 10, seen
+        time.sleep(0.02)
+    took = time.monotonic() - committed
+    # The entry made just before the commit was served on: the cache was in the way.
+    assert (old_run[0], "HIT") in seen
+    # Workers swap within a second, announced by NOTIFY or at their latest by their poll
+    # (API_REFRESH_SECONDS in empty_pod), plus their query and rendering.
+    swap = 1 + 0.5
+    assert took < swap + cached_for(), f"{took:.2f} s"
+
+
+@needs_nginx
+def test_while_gunicorn_is_down_the_last_cached_list_is_served(
+    scraped: None, gunicorn: Gunicorn
+) -> None:
+    with Nginx(f"127.0.0.1:{gunicorn.port}") as nginx:
+        assert wait_for(lambda: status(nginx.base + "/readyz") == 200, timeout=10)
+        url = nginx.base + "/?limit=3"
+        filled = requests.get(url, timeout=5)
+        assert (filled.status_code, filled.headers[CACHE_STATUS]) == (200, "MISS")
+        gunicorn.stop()
+        time.sleep(cached_for())  # expired: nginx asks gunicorn again, and fails
+        kept = requests.get(url, timeout=5)
+        readiness = exchange(nginx.port, get("/readyz"))
+        log = [json.loads(line) for line in nginx.output().splitlines() if line.startswith("{")]
+    assert (kept.status_code, kept.headers[CACHE_STATUS]) == (200, "STALE")
+    assert kept.content == filled.content
+    # The probe is never answered from the cache: the pod leaves the Service.
+    assert_problem(readiness, 502)
+    stale_line = next(line for line in log if line["status"] == 200)
+    assert (stale_line["cache"], stale_line["level"]) == ("STALE", "WARNING")
+
+
+def test_the_cache_fits_in_the_pods_scratch_volume() -> None:
+    """The cache lives under NGINX_TEMP, the pod's emptyDir: past its sizeLimit the kubelet
+    evicts the pod. Half of it stays for the temporary files of answers nginx buffers."""
+    (cache_path,) = re.findall(
+        r"^\s*proxy_cache_path\s+([^;]+);", frontend.TEMPLATE.read_text(), re.M
+    )
+    assert cache_path.split()[0] == '"${NGINX_TEMP}/cache"'
+    max_size = re.search(r"\bmax_size=(\d+)m\b", cache_path)
+    assert max_size is not None, cache_path
+    deployment = yaml.safe_load((ROOT / "k8s" / "base" / "api-deployment.yaml").read_text())
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (nginx,) = [c for c in pod_spec["containers"] if c["name"] == "nginx"]
+    temp = next(e["value"] for e in nginx["env"] if e["name"] == "NGINX_TEMP")
+    (mount,) = [m for m in nginx["volumeMounts"] if m["mountPath"] == temp]
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Mi"), size_limit
+    assert int(max_size.group(1)) <= int(size_limit.removesuffix("Mi")) / 2
 
 
 # --- bin/local --------------------------------------------------------------------------------
@@ -653,7 +978,8 @@ def start_bin_local(fresh_database, log: Path, **settings: str) -> subprocess.Po
         RANKS_INTERVAL_SECONDS="3600",
         **settings,
     )
-    with log.open("wb") as output:
+    # Appending, as for tests.frontend.Nginx: nginx's access log reopens /dev/stdout.
+    with log.open("ab") as output:
         return subprocess.Popen(
             ["bin/local"],
             cwd=ROOT,
