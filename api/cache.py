@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -91,6 +91,8 @@ class TopListCache:
         self._stop = threading.Event()
         # Set once the first poll of the database succeeded or failed.
         self.polled = threading.Event()
+        # One refresh at a time: two would both load a new snapshot, and both announce it.
+        self._refreshing = threading.Lock()
         self._waited_for_first_poll = False
         self._listener: psycopg.Connection[Any] | None = None
 
@@ -196,7 +198,7 @@ class TopListCache:
             pooled = self.engine.raw_connection()
         except Exception:
             return None
-        driver: psycopg.Connection[Any] = pooled.driver_connection
+        driver = cast(psycopg.Connection[Any], pooled.driver_connection)
         pooled.detach()  # never back into the pool while it listens
         try:
             driver.rollback()  # the pool's liveness check may have opened a transaction
@@ -221,7 +223,7 @@ class TopListCache:
         ``freshness`` reads the freshness figures now rather than when they are due.
         """
         try:
-            with self.engine.connect() as connection:
+            with self._refreshing, self.engine.connect() as connection:
                 self._refresh(connection)
                 if freshness or self._freshness_due():
                     rows = list(connection.execute(FRESHNESS_SQL))

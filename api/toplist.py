@@ -75,7 +75,7 @@ class TopList:
         self._json_items = [_json(_item(coin)) for coin in coins]
         self._csv_rows = [_csv_row(coin) for coin in coins]
         self._unpriced = [0, *accumulate(_servable(coin.price_usd) is None for coin in coins)]
-        self._rendered: OrderedDict[tuple[int, str, bool, bool], Rendered] = OrderedDict()
+        self._rendered: OrderedDict[tuple[int, str, bool, bool, bool], Rendered] = OrderedDict()
         self._lock = threading.Lock()
 
     @property

@@ -31,8 +31,8 @@ def main() -> None:
 
     with filled_database() as url, tempfile.NamedTemporaryFile(suffix=".json") as body_file:
         env = {"DATABASE_URL": url}
-        with gunicorn("api:create_app()", env) as api:
-            body = requests.get(api + PATH, timeout=5).content
+        with gunicorn("api:create_app()", env) as served_by:
+            body = requests.get(served_by + PATH, timeout=5).content
         body_file.write(body)
         body_file.flush()
         baseline_env = {**env, "BENCH_BODY_FILE": body_file.name}

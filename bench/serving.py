@@ -144,10 +144,10 @@ def main() -> None:
         f"gunicorn behind the pod's nginx answered {through:.0f} of ~{requested:.0f} requests;"
         " nginx's micro-cache answered the rest"
     )
-    for numerator, denominator, target in RATIO_TARGETS:
+    for numerator, denominator, goal in RATIO_TARGETS:
         ratio = medians[numerator].rate / medians[denominator].rate
         label = f"{ROWS[numerator]} / {ROWS[denominator]}:"
-        print(f"{label:50s} {ratio:6.1%}  (target >= {target:.0%})  {verdict(ratio >= target)}")
+        print(f"{label:50s} {ratio:6.1%}  (target >= {goal:.0%})  {verdict(ratio >= goal)}")
     p99 = medians["pod"].p99
     label = f"{ROWS['pod']} p99 at {args.connections} connections:"
     print(

@@ -13,34 +13,40 @@ import argparse
 import statistics
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.common import filled_database, gunicorn
+from scrapers.history import ensure_partitions
+from scrapers.ranking import RankedCoin
+from scrapers.ranks import write_ranking
 from scrapers.snapshots import RunRecord, Snapshot, write_snapshot
 from topcoins.db import make_engine
-from topcoins.models import RankingEntry, RunKind, Source, latest_runs
+from topcoins.models import RunKind, Source, latest_runs, rankings
 from topcoins.settings import database_url
 
 
 def commit_copy_of_latest_ranking(session: Session) -> int:
-    latest = session.scalar(select(latest_runs.c.id).where(latest_runs.c.kind == RunKind.RANKING))
-    rows = [
-        {
-            "rank": e.rank,
-            "symbol": e.symbol,
-            "name": e.name,
-            "cmc_id": e.cmc_id,
-            "resolved_by": e.resolved_by,
-        }
-        for e in session.scalars(select(RankingEntry).where(RankingEntry.run_id == latest))
+    """A new ranking run holding the latest ranking's coins, written as the scraper writes."""
+    latest = session.execute(
+        select(latest_runs.c.id, latest_runs.c.day).where(latest_runs.c.kind == RunKind.RANKING)
+    ).one()
+    resolved = [
+        (RankedCoin(rank=e.rank, symbol=e.symbol, name=e.name), e.cmc_id, e.resolved_by)
+        for e in session.execute(
+            select(rankings).where(rankings.c.day == latest.day, rankings.c.run_id == latest.id)
+        )
     ]
     session.rollback()
     record = RunRecord(RunKind.RANKING, Source.COINDESK, datetime.now(UTC))
     with session.begin():
-        run = write_snapshot(session, record, Snapshot(RankingEntry, rows))
+        ensure_partitions(session, record.day)
+    with session.begin():
+        snapshot = Snapshot(len(resolved), partial(write_ranking, resolved=resolved))
+        run = write_snapshot(session, record, snapshot)
     return run.id
 
 

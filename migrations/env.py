@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from logging.config import fileConfig
 
@@ -14,6 +15,9 @@ from topcoins.settings import ConfigError, database_url
 
 # Any fixed number works; it only has to differ from the scrapers' lock keys.
 MIGRATION_LOCK_KEY = 7_140_001
+
+# scrapers.history names a partition <table>_YYYYMMDD.
+_PARTITION = re.compile(r"_\d{8}$")
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -32,6 +36,11 @@ def _url() -> str:
         sys.exit(f"alembic: {exc}")
 
 
+def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+    """The history tables' daily partitions are made by the scrapers, not by migrations."""
+    return not (type_ == "table" and name is not None and _PARTITION.search(name))
+
+
 def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
@@ -44,6 +53,7 @@ def run_migrations_online() -> None:
                 connection=connection,
                 target_metadata=target_metadata,
                 compare_type=True,
+                include_name=include_name,
                 transaction_per_migration=True,
             )
             with context.begin_transaction():

@@ -11,7 +11,7 @@ from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
 from .payload import (
     asset_label,
-    int_or_none,
+    id_or_none,
     one_line,
     text_or_none,
     unix_time_or_none,
@@ -102,7 +102,7 @@ def _parse_item(item: Any, rank: int) -> RankedCoin | None:
     name, uri = text_or_none(item.get("NAME")), text_or_none(item.get("URI"))
     if symbol is None:
         return None
-    asset_id = int_or_none(item.get("ID"))
+    asset_id = id_or_none(item.get("ID"))
     asset = asset_label(asset_id, symbol)
     price = usd_or_none(item.get("PRICE_USD"), PROVIDER, asset, "price_usd")
     volume = usd_or_none(item.get(MEASURE), PROVIDER, asset, "volume_24h_usd")
@@ -126,7 +126,7 @@ def _cmc_id(alternatives: Any) -> int | None:
         return None
     for entry in alternatives:
         if isinstance(entry, dict) and str(entry.get("NAME", "")).upper() == "CMC":
-            value = int_or_none(entry.get("ID"))
-            if value is not None and value > 0:
+            value = id_or_none(entry.get("ID"))
+            if value is not None:
                 return value
     return None

@@ -18,7 +18,14 @@ from topcoins.settings import CoinMarketCapSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
-from .payload import asset_label, datetime_or_none, int_or_none, one_line, usd_or_none
+from .payload import (
+    asset_label,
+    datetime_or_none,
+    id_or_none,
+    int_or_none,
+    one_line,
+    usd_or_none,
+)
 from .ranking import RankedCoin, Ranking, check_length
 
 PROVIDER = "CoinMarketCap"
@@ -254,7 +261,7 @@ def _flatten(data: dict[str, Any]) -> Iterator[Any]:
 def _parse_asset(asset: Any) -> Quote:
     if not isinstance(asset, dict):
         raise InvalidPayload(PROVIDER, "an asset is not a JSON object")
-    cmc_id, symbol, name = int_or_none(asset.get("id")), asset.get("symbol"), asset.get("name")
+    cmc_id, symbol, name = id_or_none(asset.get("id")), asset.get("symbol"), asset.get("name")
     if cmc_id is None or not isinstance(symbol, str) or not isinstance(name, str):
         shown = one_line(asset.get("id"), 20)
         raise InvalidPayload(PROVIDER, f"asset {shown} lacks one of id, symbol, name")
@@ -282,7 +289,7 @@ def _parse_asset(asset: Any) -> Quote:
 def _parse_map_asset(item: Any) -> MapAsset:
     if not isinstance(item, dict):
         raise InvalidPayload(PROVIDER, f"{MAP_PATH}: an asset is not a JSON object")
-    cmc_id = int_or_none(item.get("id"))
+    cmc_id = id_or_none(item.get("id"))
     symbol, name, slug = item.get("symbol"), item.get("name"), item.get("slug")
     if cmc_id is None or not all(isinstance(v, str) and v for v in (symbol, name, slug)):
         shown = one_line(item.get("id"), 20)

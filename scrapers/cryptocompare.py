@@ -17,7 +17,7 @@ from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
 from .http import ProviderSession
 from .payload import (
     asset_label,
-    int_or_none,
+    id_or_none,
     one_line,
     text_or_none,
     unix_time_or_none,
@@ -97,7 +97,7 @@ def _parse_entry(entry: Any, rank: int) -> RankedCoin | None:
     raw = entry.get("RAW")
     usd = raw.get("USD") if isinstance(raw, dict) else None
     usd = usd if isinstance(usd, dict) else {}
-    asset_id = int_or_none(info.get("Id"))
+    asset_id = id_or_none(info.get("Id"))
     asset = asset_label(asset_id, symbol)
     price = usd_or_none(usd.get("PRICE"), PROVIDER, asset, "price_usd")
     volume = usd_or_none(usd.get(MEASURE), PROVIDER, asset, "volume_24h_usd")

@@ -56,7 +56,8 @@ class DeadlineRetry(Retry):
                 wait = retry.get_retry_after(response) or wait
             if time.monotonic() + wait + self.attempt_seconds > self.deadline:
                 reason = error or ResponseError("run deadline reached")
-                raise MaxRetryError(_pool, url, reason) from reason
+                # urllib3 itself raises it with the pool it has, which may be None.
+                raise MaxRetryError(_pool, url, reason) from reason  # type: ignore[arg-type]
         return retry
 
 

@@ -35,6 +35,16 @@ def int_or_none(value: Any) -> int | None:
         return None
 
 
+# Provider ids are small positive integers; the history's narrow rows hold them in four bytes.
+MAX_ID = 2**31 - 1
+
+
+def id_or_none(value: Any) -> int | None:
+    """A provider's asset id: a positive integer that fits the schema, else ``None``."""
+    number = int_or_none(value)
+    return number if number is not None and 0 < number <= MAX_ID else None
+
+
 def decimal_or_none(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return None

@@ -17,16 +17,26 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
-from topcoins.models import PriceQuote, RankingEntry, ResolvedBy, RunKind, Source, latest_runs
+from topcoins.models import (
+    Asset,
+    PriceQuote,
+    RankingEntry,
+    RunKind,
+    ScrapeRun,
+    Source,
+    TickerMatch,
+    latest_runs,
+)
 
 from .budget import CreditBudget
 from .coinmarketcap import PROVIDER, QUOTE_ASSETS_PER_CREDIT, CoinMarketCapClient, Quote, Quotes
 from .errors import InvalidPayload, NothingToDo, ScrapeError
-from .resolution import map_is_trusted, map_refreshed_at
+from .resolution import best_namesake, map_is_trusted, map_refreshed_at
 from .snapshots import Snapshot
 
 # Below this share of the asked ids answered, the answer is broken rather than sparse.
@@ -39,11 +49,22 @@ class NoRankingYet(ScrapeError):
 
 
 @dataclass(frozen=True)
+class RankedAsset:
+    asset_id: int
+    symbol: str
+    name: str
+    cmc_id: int | None
+
+
+@dataclass(frozen=True)
 class LatestRanking:
     run_id: int
+    day: int
     source: str
     finished_at: datetime
-    entries: list[RankingEntry]
+    entries: list[RankedAsset]
+    # The ids whose prices the ranking's own listing carried (CoinMarketCap's).
+    quoted_ids: frozenset[int]
 
 
 class PricesJob:
@@ -64,9 +85,9 @@ class PricesJob:
             )
         if ranking is None:
             raise NoRankingYet("no ranking snapshot yet: run `python -m scrapers ranks` first")
-        reused = reused_quotes(ranking)
-        ids = {e.cmc_id for e in ranking.entries if e.cmc_id is not None} - reused.keys()
-        by_ticker: list[RankingEntry] = []
+        reused = ranking.quoted_ids
+        ids = {e.cmc_id for e in ranking.entries if e.cmc_id is not None} - reused
+        by_ticker: list[RankedAsset] = []
         if not map_is_trusted(refreshed_at, datetime.now(UTC)):
             by_ticker = [
                 e
@@ -79,26 +100,30 @@ class PricesJob:
         self.budget.read()
         cost = math.ceil(len(ids) / QUOTE_ASSETS_PER_CREDIT) + (1 if by_ticker else 0)
         self.budget.allow(cost, f"pricing {len(ids) + len(by_ticker)} coins")
-        quotes = Quotes(list(reused.values()))
+        quotes = Quotes()
         if ids:
             quotes.extend(self._by_id(ids))
+        matches: dict[int, int] = {}
         if by_ticker:
             by_symbol = self.client.quotes_by_symbol(e.symbol for e in by_ticker)
             self.budget.record(by_symbol.credit_count)
             quotes.extend(by_symbol)
+            matches = ticker_matches(by_ticker, by_symbol.items)
 
         unique: dict[int, Quote] = {}
         for quote in quotes.items:
-            unique.setdefault(quote.cmc_id, quote)
+            if quote.cmc_id not in reused:
+                unique.setdefault(quote.cmc_id, quote)
+        bought = list(unique.values())
         return Snapshot(
-            PriceQuote,
-            [_row(quote) for quote in unique.values()],
+            len(bought) + len(reused),
+            partial(write_prices, ranking=ranking, quotes=bought, matches=matches),
             credit_count=self.budget.spent,
             ticker_lookups=len(by_ticker),
             details={
                 "targets": len(ranking.entries),
                 "reused_quotes": len(reused),
-                "priced_assets": sum(1 for q in unique.values() if q.price_usd is not None),
+                "priced_assets": sum(1 for q in bought if q.price_usd is not None) + len(reused),
             },
         )
 
@@ -116,44 +141,86 @@ class PricesJob:
 
 def latest_ranking(session: Session) -> LatestRanking | None:
     run = session.execute(
-        select(latest_runs.c.id, latest_runs.c.source, latest_runs.c.finished_at).where(
-            latest_runs.c.kind == RunKind.RANKING
-        )
+        select(
+            latest_runs.c.id, latest_runs.c.day, latest_runs.c.source, latest_runs.c.finished_at
+        ).where(latest_runs.c.kind == RunKind.RANKING)
     ).one_or_none()
     if run is None:
         return None
-    entries = session.scalars(
-        select(RankingEntry).where(RankingEntry.run_id == run.id).order_by(RankingEntry.rank)
+    entries = session.execute(
+        select(RankingEntry.asset_id, Asset.symbol, Asset.name, Asset.cmc_id)
+        .join(Asset, Asset.id == RankingEntry.asset_id)
+        .where(RankingEntry.day == run.day, RankingEntry.run_id == run.id)
+        .order_by(RankingEntry.rank)
     )
-    return LatestRanking(run.id, run.source, run.finished_at, list(entries))
+    quoted = session.scalars(
+        select(PriceQuote.cmc_id).where(PriceQuote.day == run.day, PriceQuote.run_id == run.id)
+    )
+    return LatestRanking(
+        run.id,
+        run.day,
+        run.source,
+        run.finished_at,
+        [RankedAsset(*row) for row in entries],
+        frozenset(quoted),
+    )
 
 
-def reused_quotes(ranking: LatestRanking) -> dict[int, Quote]:
-    """A CoinMarketCap ranking's own prices, for the coins it identified itself."""
-    if ranking.source != Source.COINMARKETCAP:
-        return {}
-    return {
-        e.cmc_id: Quote(
-            cmc_id=e.cmc_id,
-            symbol=e.symbol,
-            name=e.name,
-            slug=e.slug,
-            cmc_rank=None,
-            price_usd=e.price_usd,
-            last_updated=e.price_updated_at,
+def ticker_matches(entries: list[RankedAsset], quotes: list[Quote]) -> dict[int, int]:
+    """Each coin's CoinMarketCap id among the namesakes its ticker found: asset id to id."""
+    by_symbol: dict[str, list[Quote]] = {}
+    for quote in quotes:
+        by_symbol.setdefault(quote.symbol.upper(), []).append(quote)
+    matches = {}
+    for entry in entries:
+        namesakes = by_symbol.get(entry.symbol.upper())
+        if namesakes:
+            best = best_namesake([(q.cmc_id, q.name, q.cmc_rank) for q in namesakes], entry.name)
+            matches[entry.asset_id] = best
+    return matches
+
+
+def write_prices(
+    session: Session,
+    run: ScrapeRun,
+    *,
+    ranking: LatestRanking | None,
+    quotes: list[Quote],
+    matches: dict[int, int],
+) -> None:
+    """The quotes under ``run``: those bought, and those the ranking's listing carried."""
+    if ranking is not None and ranking.quoted_ids:
+        copied = select(
+            PriceQuote.last_updated,
+            literal(run.id),
+            PriceQuote.cmc_id,
+            literal(run.day),
+            PriceQuote.price_usd,
+        ).where(PriceQuote.day == ranking.day, PriceQuote.run_id == ranking.run_id)
+        session.execute(
+            insert(PriceQuote).from_select(
+                ["last_updated", "run_id", "cmc_id", "day", "price_usd"], copied
+            )
         )
-        for e in ranking.entries
-        if e.cmc_id is not None and e.resolved_by == ResolvedBy.PROVIDER
-    }
-
-
-def _row(quote: Quote) -> dict[str, object]:
-    return {
-        "cmc_id": quote.cmc_id,
-        "symbol": quote.symbol,
-        "name": quote.name,
-        "slug": quote.slug,
-        "cmc_rank": quote.cmc_rank,
-        "price_usd": quote.price_usd,
-        "last_updated": quote.last_updated,
-    }
+    if quotes:
+        session.execute(
+            insert(PriceQuote),
+            [
+                {
+                    "run_id": run.id,
+                    "day": run.day,
+                    "cmc_id": quote.cmc_id,
+                    "price_usd": quote.price_usd,
+                    "last_updated": quote.last_updated,
+                }
+                for quote in quotes
+            ],
+        )
+    if matches:
+        session.execute(
+            insert(TickerMatch),
+            [
+                {"run_id": run.id, "asset_id": asset_id, "cmc_id": cmc_id}
+                for asset_id, cmc_id in matches.items()
+            ],
+        )

@@ -12,16 +12,19 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from topcoins.models import RankingEntry, RunKind
+from topcoins.models import PriceQuote, RankingEntry, RunKind, ScrapeRun, Source
 
+from .assets import Description, asset_ids
 from .budget import CreditBudget
-from .coinmarketcap import MAP_PAGE_SIZE, CoinMarketCapClient, IdMap
+from .coinmarketcap import MAP_PAGE_SIZE, CoinMarketCapClient, IdMap, MapAsset
 from .errors import ScrapeError
 from .ranking import RankedCoin, RankingClient
 from .resolution import (
@@ -77,19 +80,21 @@ class RanksJob:
                 index = IdIndex(map_candidates(session, coins))
         else:
             index = IdIndex(fresh_map.assets)
-        rows = [_row(coin, *index.resolve(coin, pinned.get(coin.symbol))) for coin in coins]
-        resolved = Counter(row["resolved_by"] or "unresolved" for row in rows)
-        details: dict[str, Any] = {"resolved": dict(sorted(resolved.items()))}
-        prepare = None
+        resolved = [(coin, *index.resolve(coin, pinned.get(coin.symbol))) for coin in coins]
+        counts = Counter(by or "unresolved" for _, _, by in resolved)
+        details: dict[str, Any] = {"resolved": dict(sorted(counts.items()))}
         if fresh_map is not None:
             details["map_assets"] = len(fresh_map.assets)
-            prepare = partial(replace_map, assets=fresh_map.assets, refreshed_at=now)
         return Snapshot(
-            RankingEntry,
-            rows,
+            len(coins),
+            partial(
+                write_ranking,
+                resolved=resolved,
+                fresh_map=fresh_map.assets if fresh_map is not None else None,
+                refreshed_at=now,
+            ),
             credit_count=self.budget.spent if self.budget else 0,
             details=details,
-            prepare=prepare,
         )
 
     def _refresh_map(self) -> IdMap | None:
@@ -118,16 +123,64 @@ class RanksJob:
             self.coinmarketcap.close()
 
 
-def _row(coin: RankedCoin, cmc_id: int | None, resolved_by: str | None) -> dict[str, Any]:
-    return {
-        "rank": coin.rank,
-        "symbol": coin.symbol,
-        "name": coin.name,
-        "provider_asset_id": coin.provider_asset_id,
-        "slug": coin.slug,
-        "volume_24h_usd": coin.volume_24h_usd,
-        "price_usd": coin.price_usd,
-        "price_updated_at": coin.price_updated_at,
-        "cmc_id": cmc_id,
-        "resolved_by": resolved_by,
-    }
+def write_ranking(
+    session: Session,
+    run: ScrapeRun,
+    *,
+    resolved: Sequence[tuple[RankedCoin, int | None, str | None]],
+    fresh_map: list[MapAsset] | None = None,
+    refreshed_at: datetime | None = None,
+) -> None:
+    """The ranking under ``run``, each coin as its asset; the id map with it, if refreshed."""
+    if fresh_map is not None and refreshed_at is not None:
+        replace_map(session, fresh_map, refreshed_at)
+    described = [(coin, _description(coin, cmc_id, by)) for coin, cmc_id, by in resolved]
+    ids = asset_ids(session, Source(run.source), (d for _, d in described))
+    session.execute(
+        insert(RankingEntry),
+        [
+            {
+                "run_id": run.id,
+                "day": run.day,
+                "rank": coin.rank,
+                "asset_id": ids[description],
+                "volume_24h_usd": coin.volume_24h_usd,
+            }
+            for coin, description in described
+        ],
+    )
+    if run.source == Source.COINMARKETCAP:
+        _store_listing_quotes(session, run, [coin for coin, _, _ in resolved])
+
+
+def _store_listing_quotes(session: Session, run: ScrapeRun, coins: list[RankedCoin]) -> None:
+    """CoinMarketCap's listing carries its prices: the next prices run copies, not buys, them."""
+    quotes: dict[int, RankedCoin] = {}
+    for coin in coins:
+        if coin.cmc_id is not None and coin.price_usd is not None:
+            quotes.setdefault(coin.cmc_id, coin)
+    if quotes:
+        session.execute(
+            insert(PriceQuote),
+            [
+                {
+                    "run_id": run.id,
+                    "day": run.day,
+                    "cmc_id": cmc_id,
+                    "price_usd": coin.price_usd,
+                    "last_updated": coin.price_updated_at,
+                }
+                for cmc_id, coin in quotes.items()
+            ],
+        )
+
+
+def _description(coin: RankedCoin, cmc_id: int | None, resolved_by: str | None) -> Description:
+    return Description(
+        symbol=coin.symbol,
+        name=coin.name,
+        provider_asset_id=coin.provider_asset_id,
+        slug=coin.slug,
+        cmc_id=cmc_id,
+        resolved_by=resolved_by,
+    )

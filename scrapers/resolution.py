@@ -87,18 +87,29 @@ class IdIndex:
 
 
 def _best(candidates: Sequence[MapAsset], name: str) -> MapAsset:
+    by_id = {asset.cmc_id: asset for asset in candidates}
+    return by_id[best_namesake([(a.cmc_id, a.name, a.rank) for a in candidates], name)]
+
+
+def best_namesake(candidates: Sequence[tuple[int, str, int | None]], name: str) -> int:
+    """Of the assets (id, name, CoinMarketCap rank) sharing a ticker, the one meant by ``name``.
+
+    The same name first, then the same name without its common suffixes, then the best
+    rank: a namesake ranked 4000th is rarely the coin a ranking lists.
+    """
     wanted, key = name.casefold(), name_key(name)
 
-    def preference(asset: MapAsset) -> tuple[bool, bool, bool, int, int]:
+    def preference(candidate: tuple[int, str, int | None]) -> tuple[bool, bool, bool, int, int]:
+        cmc_id, candidate_name, rank = candidate
         return (
-            asset.name.casefold() != wanted,
-            name_key(asset.name) != key,
-            asset.rank is None,
-            asset.rank or 0,
-            asset.cmc_id,
+            candidate_name.casefold() != wanted,
+            name_key(candidate_name) != key,
+            rank is None,
+            rank or 0,
+            cmc_id,
         )
 
-    return min(candidates, key=preference)
+    return min(candidates, key=preference)[0]
 
 
 def map_refreshed_at(session: Session) -> datetime | None:

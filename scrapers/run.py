@@ -24,8 +24,9 @@ from .budget import CreditBudget
 from .database import DATABASE_PREFIX, bound, database_reason, timeout_reason
 from .deadline import Deadline, DeadlineReached
 from .errors import NothingToDo, ScrapeError
+from .history import ensure_partitions, prune, summarize
 from .lock import RunLock, run_lock
-from .snapshots import RunRecord, Snapshot, prune, record_failure, write_snapshot
+from .snapshots import RunRecord, Snapshot, record_failure, write_snapshot
 
 log = logging.getLogger("scrapers.run")
 tracer = trace.get_tracer("scrapers")
@@ -149,9 +150,12 @@ def _run(
                 bound(connection, deadline)
                 with Session(bind=connection, expire_on_commit=False) as session:
                     snapshot = job.fetch(session)
+                    # Its own transaction: making a partition locks readers out until commit.
+                    with session.begin():
+                        ensure_partitions(session, record.day)
                     with session.begin():
                         run = write_snapshot(session, record, snapshot)
-                        pruned = prune(session, job.kind, retention)
+                    _tend_history(session, record.day, retention, report)
     except NothingToDo as exc:
         report.details["reason"] = str(exc)
         return
@@ -160,7 +164,27 @@ def _run(
         return
     report.outcome, report.run_id = Outcome.SUCCEEDED, run.id
     report.item_count, report.credit_count = run.item_count, run.credit_count
-    report.details.update(snapshot.details, pruned_runs=pruned)
+    report.details = {**snapshot.details, **report.details}
+
+
+def _tend_history(session: Session, day: int, retention: timedelta, report: RunReport) -> None:
+    """After the commit, and not part of the run's outcome: the snapshot is stored already.
+
+    What fails here (a lock held by a long reader, the deadline) is tried again by the
+    next run, of either kind.
+    """
+    try:
+        with session.begin():
+            summarize(session, day)
+            pruned = prune(session, retention)
+    except (ScrapeError, SQLAlchemyError) as exc:
+        why = str(exc) if isinstance(exc, ScrapeError) else database_reason(exc)
+        log.warning("history not pruned, the next run tries again: %s", why)
+        report.details["prune_error"] = why
+        return
+    report.details["pruned_runs"] = pruned.runs
+    if pruned.partitions:
+        report.details["dropped_partitions"] = pruned.partitions
 
 
 def _check_holder(kind: RunKind, lock: RunLock, deadline: Deadline) -> None:

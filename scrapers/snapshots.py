@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from topcoins.models import SNAPSHOT_CHANNEL, Base, RunKind, RunStatus, ScrapeRun, Source
+from topcoins.models import SNAPSHOT_CHANNEL, RunKind, RunStatus, ScrapeRun, Source, history_day
 
 from .budget import CreditBudget
 
 
 @dataclass
 class Snapshot:
-    """What a successful fetch produced, ready to be written."""
+    """What a successful fetch produced, ready to be written under its run."""
 
-    table: type[Base]
-    rows: Sequence[dict[str, Any]]
+    item_count: int
+    # Writes the rows under the run, which is flushed (it has its id) and not committed;
+    # everything it writes commits with the run or not at all (the id map too).
+    write: Callable[[Session, ScrapeRun], None]
     credit_count: int | None = None
     ticker_lookups: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    # Further writes that must commit with the snapshot or not at all (the id map).
-    prepare: Callable[[Session], None] | None = None
 
 
 @dataclass
@@ -40,6 +40,11 @@ class RunRecord:
     # What the run read of CoinMarketCap's credits, and spent, by the time it is written.
     budget: CreditBudget | None = None
 
+    @property
+    def day(self) -> int:
+        """The partition its rows go to (``topcoins.models.history_day``)."""
+        return history_day(self.started_at)
+
     def row(self, status: RunStatus, **columns: Any) -> ScrapeRun:
         usage = self.budget.usage if self.budget else None
         return ScrapeRun(
@@ -47,6 +52,7 @@ class RunRecord:
             source=self.source,
             status=status,
             started_at=self.started_at,
+            day=self.day,
             trace_id=self.trace_id,
             measure=self.measure,
             credit_limit_monthly=usage.credit_limit_monthly if usage else None,
@@ -57,17 +63,16 @@ class RunRecord:
 
 
 def write_snapshot(session: Session, record: RunRecord, snapshot: Snapshot) -> ScrapeRun:
+    """The run's partitions must exist (``scrapers.history.ensure_partitions``)."""
     run = record.row(
         RunStatus.SUCCEEDED,
-        item_count=len(snapshot.rows),
+        item_count=snapshot.item_count,
         credit_count=snapshot.credit_count,
         ticker_lookups=snapshot.ticker_lookups,
     )
     session.add(run)
     session.flush()
-    if snapshot.prepare is not None:
-        snapshot.prepare(session)
-    session.execute(insert(snapshot.table), [{**row, "run_id": run.id} for row in snapshot.rows])
+    snapshot.write(session, run)
     # Delivered when the transaction commits, and only if it does.
     session.execute(select(func.pg_notify(SNAPSHOT_CHANNEL, f"{record.kind}:{run.id}")))
     return run
@@ -80,24 +85,3 @@ def record_failure(session: Session, record: RunRecord, error: str) -> ScrapeRun
     session.add(run)
     session.flush()
     return run
-
-
-def prune(session: Session, kind: RunKind, retention: timedelta) -> int:
-    """Delete runs older than the retention, but never the latest good snapshot."""
-    latest_success = (
-        select(func.max(ScrapeRun.id))
-        .where(ScrapeRun.kind == kind, ScrapeRun.status == RunStatus.SUCCEEDED)
-        .scalar_subquery()
-    )
-    # DML answers with a cursor result, which counts the rows it deleted.
-    result = cast(
-        CursorResult[Any],
-        session.execute(
-            delete(ScrapeRun).where(
-                ScrapeRun.kind == kind,
-                ScrapeRun.finished_at < func.now() - retention,
-                ScrapeRun.id != func.coalesce(latest_success, 0),
-            )
-        ),
-    )
-    return result.rowcount

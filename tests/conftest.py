@@ -30,7 +30,9 @@ from topcoins.db import make_engine
 from topcoins.settings import ApiSettings, database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = "scrape_runs, ranking_entries, price_quotes, symbol_aliases, cmc_assets"
+TABLES = (
+    "scrape_runs, ranking_entries, price_quotes, ticker_matches, assets, symbol_aliases, cmc_assets"
+)
 
 
 @pytest.fixture(scope="session")

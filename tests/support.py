@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
@@ -25,8 +26,13 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from scrapers import coindesk, coinmarketcap, cryptocompare
+from scrapers.coinmarketcap import Quote
+from scrapers.history import ensure_partitions
+from scrapers.prices import latest_ranking, ticker_matches, write_prices
+from scrapers.ranking import RankedCoin
+from scrapers.ranks import write_ranking
 from scrapers.snapshots import RunRecord, Snapshot, write_snapshot
-from topcoins.models import PriceQuote, RankingEntry, RunKind, Source, SymbolAlias
+from topcoins.models import RunKind, Source, SymbolAlias
 from topcoins.settings import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,36 +62,52 @@ class Store:
 
     def ranking(
         self,
-        coins: list[tuple[str, str] | tuple[str, str, int | None, str | None]],
+        coins: Sequence[tuple[str, str] | tuple[str, str, int | None, str | None]],
         source: Source = Source.COINDESK,
     ) -> int:
         """Coins as (symbol, name), or (symbol, name, cmc_id, resolved_by) once resolved."""
-        rows = [
-            {
-                "rank": rank,
-                "symbol": coin[0],
-                "name": coin[1],
-                "cmc_id": coin[2] if len(coin) > 2 else None,
-                "resolved_by": coin[3] if len(coin) > 3 else None,
-            }
+        resolved = [
+            (
+                RankedCoin(rank=rank, symbol=coin[0], name=coin[1]),
+                coin[2] if len(coin) > 2 else None,
+                coin[3] if len(coin) > 3 else None,
+            )
             for rank, coin in enumerate(coins, start=1)
         ]
         record = RunRecord(RunKind.RANKING, source, datetime.now(UTC), measure=MEASURES[source])
-        return self._write(record, Snapshot(RankingEntry, rows))
+        return self._write(
+            record, Snapshot(len(resolved), partial(write_ranking, resolved=resolved))
+        )
 
-    def prices(self, quotes: list[tuple[int, str, str, int | None, str | None]]) -> int:
-        rows = [
-            {
-                "cmc_id": cmc_id,
-                "symbol": symbol,
-                "name": name,
-                "cmc_rank": cmc_rank,
-                "price_usd": None if price is None else Decimal(price),
-            }
+    def prices(self, quotes: Sequence[tuple[int, str, str, int | None, str | None]]) -> int:
+        """Quotes as (cmc_id, symbol, name, cmc_rank, price), as a lookup by id or ticker gives.
+
+        Coins of the latest ranking without an id are matched to them by ticker, as a prices
+        run does while the id map is not trusted.
+        """
+        found = [
+            Quote(
+                cmc_id=cmc_id,
+                symbol=symbol,
+                name=name,
+                slug=None,
+                cmc_rank=cmc_rank,
+                price_usd=None if price is None else Decimal(price),
+                last_updated=None,
+            )
             for cmc_id, symbol, name, cmc_rank, price in quotes
         ]
+        with Session(self.engine) as session, session.begin():
+            ranking = latest_ranking(session)
+        unresolved = [e for e in ranking.entries if e.cmc_id is None] if ranking else []
+        write = partial(
+            write_prices,
+            ranking=ranking,
+            quotes=found,
+            matches=ticker_matches(unresolved, found),
+        )
         record = RunRecord(RunKind.PRICES, Source.COINMARKETCAP, datetime.now(UTC))
-        return self._write(record, Snapshot(PriceQuote, rows, credit_count=1))
+        return self._write(record, Snapshot(len(found), write, credit_count=1))
 
     def alias(self, symbol: str, cmc_id: int) -> None:
         with Session(self.engine) as session, session.begin():
@@ -97,8 +119,11 @@ class Store:
             return [dict(row._mapping) for row in rows]
 
     def _write(self, record: RunRecord, snapshot: Snapshot) -> int:
-        with Session(self.engine) as session, session.begin():
-            return write_snapshot(session, record, snapshot).id
+        with Session(self.engine) as session:
+            with session.begin():
+                ensure_partitions(session, record.day)
+            with session.begin():
+                return write_snapshot(session, record, snapshot).id
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 2.0) -> T:

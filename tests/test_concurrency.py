@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, text
@@ -17,9 +19,10 @@ from sqlalchemy.orm import Session
 from fakeproviders import Fault
 from scrapers.database import scraper_engine
 from scrapers.deadline import Deadline
+from scrapers.history import ensure_partitions, partition_name
 from tests.support import ROOT, wait_for
 from topcoins.db import make_engine
-from topcoins.models import RunKind, ScrapeRun
+from topcoins.models import RunKind, ScrapeRun, history_day
 from topcoins.settings import database_url
 
 
@@ -183,3 +186,41 @@ def test_scraper_sessions_ask_the_server_to_notice_a_vanished_scraper(db_url):
     finally:
         engine.dispose()
     assert shown == ["5", "2", "3", "1s"]
+
+
+def test_making_a_days_partitions_waits_for_a_reader_of_top_coins_without_deadlock(db):
+    """The view reads ranking_entries, then price_quotes: the partitions' maker locks alike."""
+    day = history_day(datetime.now(UTC)) + 30
+    made: list[list[str]] = []
+    with db.connect() as reader:
+        reader.execute(text("SELECT FROM ranking_entries LIMIT 0"))
+        maker = threading.Thread(target=lambda: made.append(make_partitions(db, day)))
+        maker.start()
+        assert wait_for(lambda: waiting_for_a_lock(db), timeout=5)
+        # With price_quotes taken first by the maker, this would deadlock.
+        reader.execute(text("SELECT FROM price_quotes LIMIT 0"))
+        reader.commit()
+        maker.join(timeout=10)
+    with db.begin() as connection:
+        for name in made[0] if made else []:
+            connection.execute(text(f'DROP TABLE "{name}"'))
+    assert made == [
+        [partition_name(t, d) for t in ("price_quotes", "ranking_entries") for d in (day, day + 1)]
+    ]
+
+
+def make_partitions(db, day: int) -> list[str]:
+    with Session(db) as session, session.begin():
+        return ensure_partitions(session, day)
+
+
+def waiting_for_a_lock(db) -> bool:
+    with db.connect() as connection:
+        return bool(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                    "WHERE NOT l.granted AND d.datname = current_database()"
+                )
+            )
+        )

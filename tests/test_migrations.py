@@ -108,7 +108,7 @@ def test_an_existing_history_is_carried_over_by_kind(fresh_database):
                 text(
                     "SELECT t.symbol, t.price_usd, t.ranking_source, e.provider_asset_id "
                     "FROM top_coins t "
-                    "JOIN ranking_entries e ON e.run_id = t.ranking_run_id AND e.rank = t.rank"
+                    "JOIN rankings e ON e.run_id = t.ranking_run_id AND e.rank = t.rank"
                 )
             ).all()
     finally:
@@ -118,6 +118,123 @@ def test_an_existing_history_is_carried_over_by_kind(fresh_database):
         (2, "prices", "coinmarketcap", None),
     ]
     assert [tuple(r) for r in served] == [("BTC", Decimal("96000.5"), "cryptocompare", 1182)]
+
+
+# A history as 0005 stored it: a CoinDesk ranking with a coin resolved by the provider
+# and one left to a ticker lookup (two namesakes), its prices run, then a CoinMarketCap
+# ranking whose listing carried a price that its prices run reused.
+HISTORY_0005 = [
+    "INSERT INTO scrape_runs (kind, source, status, started_at, finished_at, error) VALUES"
+    " ('ranking', 'coindesk', 'succeeded', '2026-11-20 23:59:00+00',"
+    " '2026-11-21 00:00:01+00', NULL),"
+    " ('prices', 'coinmarketcap', 'succeeded', '2026-11-21 00:01:00+00', now(), NULL),"
+    " ('ranking', 'coinmarketcap', 'succeeded', '2026-11-22 10:00:00+00', now(), NULL),"
+    " ('prices', 'coinmarketcap', 'succeeded', '2026-11-22 10:01:00+00', now(), NULL),"
+    " ('ranking', 'coindesk', 'failed', '2026-11-22 10:02:00+00', now(), 'down')",
+    "INSERT INTO ranking_entries (run_id, rank, symbol, name, provider_asset_id, slug,"
+    " volume_24h_usd, price_usd, cmc_id, resolved_by) VALUES"
+    " (1, 1, 'BTC', 'Bitcoin', 1, 'bitcoin', 1234567.5, 96000, 1, 'provider'),"
+    " (1, 2, 'HOT', 'Holo', 2, 'holo', 1000, 0.002, NULL, NULL),"
+    " (3, 1, 'ETH', 'Ethereum', 1027, NULL, 500, 3000.25, 1027, 'provider'),"
+    " (3, 2, 'BTC', 'Bitcoin', 1, NULL, 400, 95000.5, 1, 'provider')",
+    "INSERT INTO price_quotes (run_id, cmc_id, symbol, name, cmc_rank, price_usd) VALUES"
+    " (2, 1, 'BTC', 'Bitcoin', 1, 96001),"
+    " (2, 2682, 'HOT', 'Holo', 90, 0.0021),"
+    " (2, 3, 'HOT', 'Hydro Protocol', 2000, 5),"
+    " (4, 1027, 'ETH', 'Ethereum', 2, 3000.25),"
+    " (4, 1, 'BTC', 'Bitcoin', 1, 95000.5)",
+]
+
+
+def test_a_history_moves_to_the_partitioned_tables_and_back(fresh_database):
+    url = fresh_database()
+    config = alembic_config(url)
+    engine = create_engine(database_url({"DATABASE_URL": url}))
+
+    def state() -> dict[str, list[tuple]]:
+        with engine.connect() as connection:
+            return {
+                "served": [
+                    tuple(r)
+                    for r in connection.execute(text("SELECT * FROM top_coins ORDER BY rank"))
+                ],
+                "runs": [
+                    tuple(r)
+                    for r in connection.execute(
+                        text("SELECT id, kind, status, item_count FROM scrape_runs ORDER BY id")
+                    )
+                ],
+            }
+
+    def served_at(ranking_run: int, price_run: int) -> list[tuple]:
+        """The merge as the view makes it, at an older pair of runs."""
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE scrape_runs SET status = 'failed', error = 'hidden' "
+                    "WHERE id > :r AND kind = 'ranking' OR id > :p AND kind = 'prices'"
+                ),
+                {"r": ranking_run, "p": price_run},
+            )
+            served = [
+                tuple(r)
+                for r in connection.execute(
+                    text(
+                        "SELECT rank, symbol, price_usd, cmc_id, match FROM top_coins ORDER BY rank"
+                    )
+                )
+            ]
+            connection.rollback()
+        return served
+
+    try:
+        command.upgrade(config, "0005")
+        with engine.begin() as connection:
+            for statement in HISTORY_0005:
+                connection.execute(text(statement))
+        before = state()
+        old_pair = served_at(1, 2)
+        command.upgrade(config, "0006")
+        assert state() == before
+        assert (
+            served_at(1, 2)
+            == old_pair
+            == [
+                (1, "BTC", Decimal("96001"), 1, "provider"),
+                (2, "HOT", Decimal("0.0021"), 2682, "ticker"),
+            ]
+        )
+        with engine.connect() as connection:
+            days = connection.execute(
+                text("SELECT id, day, date '2000-01-01' + day FROM scrape_runs ORDER BY id")
+            ).all()
+            partitions = connection.scalars(
+                text(
+                    "SELECT inhrelid::regclass::text FROM pg_inherits "
+                    "WHERE inhparent = 'ranking_entries'::regclass ORDER BY 1"
+                )
+            ).all()
+            volume = connection.scalar(
+                text("SELECT volume_24h_usd FROM rankings WHERE run_id = 1 AND rank = 1")
+            )
+        assert [(run, str(day)) for run, _, day in days] == [
+            (1, "2026-11-20"),
+            (2, "2026-11-21"),
+            (3, "2026-11-22"),
+            (4, "2026-11-22"),
+            (5, "2026-11-22"),
+        ]
+        assert partitions == [
+            "ranking_entries_20261120",
+            "ranking_entries_20261121",
+            "ranking_entries_20261122",
+        ]
+        assert volume == pytest.approx(1234567.5)
+        command.downgrade(config, "0005")
+        assert state() == before
+        assert served_at(1, 2) == old_pair
+    finally:
+        engine.dispose()
 
 
 def test_migration_files_are_numbered_in_sequence():

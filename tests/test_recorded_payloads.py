@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+import pytest
+from sqlalchemy import Row, select
 
 from tests.support import ROOT, PayloadServer
-from topcoins.models import RankingEntry
+from topcoins.models import rankings
 
 PAYLOADS = ROOT / "tests" / "payloads"
 KEY_INFO = json.dumps(
@@ -32,9 +32,9 @@ KEY_INFO = json.dumps(
 ).encode()
 
 
-def entries(db) -> list[RankingEntry]:
-    with Session(db) as session:
-        return list(session.scalars(select(RankingEntry).order_by(RankingEntry.rank)))
+def entries(db) -> list[Row]:
+    with db.connect() as connection:
+        return list(connection.execute(select(rankings).order_by(rankings.c.rank)))
 
 
 def test_a_recorded_cryptocompare_page_is_ranked_and_its_starred_tickers_priced(
@@ -57,7 +57,8 @@ def test_a_recorded_cryptocompare_page_is_ranked_and_its_starred_tickers_priced(
     assert [(e.symbol, e.name) for e in stored] == [
         (d["CoinInfo"]["Name"].rstrip("*"), d["CoinInfo"]["FullName"].strip()) for d in recorded
     ]
-    assert stored[0].price_usd == Decimal(str(recorded[0]["RAW"]["USD"]["PRICE"]))
+    volume = recorded[0]["RAW"]["USD"]["TOTALVOLUME24HTO"]
+    assert stored[0].volume_24h_usd == pytest.approx(volume, rel=1e-6)
     assert scrape("prices") == 0
     served = {row["name"]: row for row in store.top_coins()}
     polymath = next(a for a in providers.market.assets if a.id == 2496)

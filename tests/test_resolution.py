@@ -9,16 +9,16 @@ from sqlalchemy.orm import Session
 
 from fakeproviders import Fault
 from scrapers.cli import main as scrapers_main
-from topcoins.models import CmcAsset, RankingEntry, ScrapeRun
+from topcoins.models import CmcAsset, ScrapeRun, rankings
 
 MAP_PATH = "/v1/cryptocurrency/map"
 
 
 def resolved(db) -> dict[str, tuple[int | None, str | None]]:
     """Symbol → (cmc_id, rule) in the latest ranking."""
-    with Session(db) as session:
-        latest = session.scalar(select(func.max(RankingEntry.run_id)))
-        entries = session.scalars(select(RankingEntry).where(RankingEntry.run_id == latest))
+    with db.connect() as connection:
+        latest = connection.scalar(select(func.max(rankings.c.run_id)))
+        entries = connection.execute(select(rankings).where(rankings.c.run_id == latest))
         return {e.symbol: (e.cmc_id, e.resolved_by) for e in entries}
 
 

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from fakeproviders import Fault
-from topcoins.models import PriceQuote, RankingEntry, ScrapeRun
+from scrapers.history import ensure_partitions, partition_name
+from topcoins.models import PriceQuote, RankingEntry, ScrapeRun, history_day, rankings
 
 
-def age_runs(db, days: float) -> None:
-    with db.begin() as connection:
-        connection.execute(
-            text("UPDATE scrape_runs SET finished_at = now() - make_interval(days => :d)"),
-            {"d": days},
-        )
+def age_runs(db, days: int) -> None:
+    """Every stored run, with its rows, moved ``days`` back, as if it had run then."""
+    with Session(db) as session, session.begin():
+        for day in session.scalars(select(func.distinct(ScrapeRun.day))).all():
+            ensure_partitions(session, day - days)
+        for statement in (
+            "UPDATE scrape_runs SET day = day - :d, started_at = started_at - make_interval("
+            "days => :d), finished_at = finished_at - make_interval(days => :d)",
+            "UPDATE ranking_entries SET day = day - :d",
+            "UPDATE price_quotes SET day = day - :d",
+        ):
+            session.execute(text(statement), {"d": days})
+
+
+def partitions(db) -> list[str]:
+    with db.connect() as connection:
+        return connection.scalars(
+            text(
+                "SELECT inhrelid::regclass::text FROM pg_inherits "
+                "WHERE inhparent = 'ranking_entries'::regclass ORDER BY 1"
+            )
+        ).all()
 
 
 def surviving(db, kind: str) -> list[tuple[int, str]]:
@@ -44,9 +63,19 @@ def test_runs_older_than_the_retention_are_pruned_with_their_rows(scrape, db, pr
     assert len(ranking_runs) == 1
     assert ranking_runs[0][0] > newest_ranking
     with Session(db) as session:
-        assert session.scalar(select(func.count(func.distinct(RankingEntry.run_id)))) == 1
-    # The price scraper prunes its own kind on its next run.
+        assert session.scalar(select(func.count(func.distinct(rankings.c.run_id)))) == 1
+    # The old prices run is the latest good one: it stays, and so does its day, until the
+    # next prices run; then the day goes whole, with the rows of the forgotten runs.
     assert len(surviving(db, "prices")) == 1
+    today = history_day(datetime.now(UTC))
+    old_day = partition_name("ranking_entries", today - 8)
+    assert old_day in partitions(db)
+    assert scrape("prices") == 0
+    assert len(surviving(db, "prices")) == 1
+    assert old_day not in partitions(db)
+    assert {partition_name("ranking_entries", d) for d in (today, today + 1)} <= set(partitions(db))
+    with Session(db) as session:
+        assert session.scalar(select(func.count(func.distinct(RankingEntry.run_id)))) == 1
 
 
 def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
@@ -62,8 +91,13 @@ def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
     providers.clear_faults()
     assert scrape("prices") == 0
     assert [s for _, s in surviving(db, "prices")] == ["failed", "succeeded"]
+    # The old ranking is still the latest: its day stays, old quotes and all, but only
+    # the quotes of a remembered run are history.
     with Session(db) as session:
-        assert session.scalar(select(func.count(func.distinct(PriceQuote.run_id)))) == 1
+        priced = select(func.count(func.distinct(PriceQuote.run_id))).join(
+            ScrapeRun, ScrapeRun.id == PriceQuote.run_id
+        )
+        assert session.scalar(priced) == 1
 
 
 def test_retention_is_configurable(scrape, db):
@@ -75,14 +109,16 @@ def test_retention_is_configurable(scrape, db):
     assert len(surviving(db, "ranking")) == 2
 
 
-def test_pruning_one_kind_spares_the_other_kind_of_the_same_provider(scrape, db):
+def test_pruning_keeps_the_latest_run_of_each_kind_of_the_same_provider(scrape, db, store):
+    """Either kind of run prunes both kinds: by kind, never by provider."""
     assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
     assert scrape("prices") == 0
     assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
     age_runs(db, 8)
     assert scrape("prices") == 0
-    assert len(surviving(db, "ranking")) == 2
-    assert [status for _, status in surviving(db, "prices")] == ["succeeded"]
+    assert surviving(db, "ranking") == [(3, "succeeded")]
+    assert surviving(db, "prices") == [(4, "succeeded")]
+    assert len(store.top_coins()) == 200
     with Session(db) as session:
         sources = set(session.scalars(select(ScrapeRun.source)))
     assert sources == {"coinmarketcap"}

@@ -259,9 +259,7 @@ def test_an_unresolved_coin_from_an_older_ranking_is_still_priced_by_ticker(scra
     assert scrape("ranks") == 0
     with db.begin() as connection:
         connection.execute(
-            text(
-                "UPDATE ranking_entries SET cmc_id = NULL, resolved_by = NULL WHERE symbol = 'ETH'"
-            )
+            text("UPDATE assets SET cmc_id = NULL, resolved_by = NULL WHERE symbol = 'ETH'")
         )
         connection.execute(text("DELETE FROM cmc_assets"))
     assert scrape("prices") == 0

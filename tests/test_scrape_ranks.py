@@ -6,12 +6,12 @@ import json
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import Row, select, text
 from sqlalchemy.orm import Session
 
 from fakeproviders import FakeProviders
 from tests.support import CMC_KEY, COINDESK_KEY, CRYPTOCOMPARE_KEY, PayloadServer
-from topcoins.models import RankingEntry, ScrapeRun
+from topcoins.models import ScrapeRun
 
 PROVIDERS = ["coindesk", "cryptocompare", "coinmarketcap"]
 KEYS = {
@@ -21,10 +21,18 @@ KEYS = {
 }
 
 
-def ranking(db) -> list[RankingEntry]:
-    with Session(db) as session:
+def ranking(db) -> list[Row]:
+    """Every stored ranking, with the price a CoinMarketCap listing carried for each coin."""
+    with db.connect() as connection:
         return list(
-            session.scalars(select(RankingEntry).order_by(RankingEntry.run_id, RankingEntry.rank))
+            connection.execute(
+                text(
+                    "SELECT r.*, p.price_usd, p.last_updated AS price_updated_at "
+                    "FROM rankings r LEFT JOIN price_quotes p "
+                    "ON p.day = r.day AND p.run_id = r.run_id AND p.cmc_id = r.cmc_id "
+                    "ORDER BY r.run_id, r.rank"
+                )
+            )
         )
 
 
@@ -58,7 +66,7 @@ def test_coindesk_ranks_the_top_200_by_spot_volume_from_page_1(scrape, db, provi
     )
 
 
-def test_coindesk_ids_slug_volume_price_and_coinmarketcap_id_are_kept(scrape, db, providers):
+def test_coindesk_ids_slug_volume_and_coinmarketcap_id_are_kept(scrape, db, providers):
     assert scrape("ranks") == 0
     stored = {e.rank: e for e in ranking(db)}
     with_id = [
@@ -69,14 +77,12 @@ def test_coindesk_ids_slug_volume_price_and_coinmarketcap_id_are_kept(scrape, db
     assert len(with_id) > 100
     for rank, coin in with_id:
         entry = stored[rank]
-        assert (entry.provider_asset_id, entry.volume_24h_usd, entry.price_usd) == (
-            coin.cc_id,
-            coin.volume_24h,
-            coin.price,
-        )
+        assert entry.provider_asset_id == coin.cc_id
+        assert entry.volume_24h_usd == pytest.approx(float(coin.volume_24h), rel=1e-6)
         assert (entry.cmc_id, entry.resolved_by) == (coin.coindesk_cmc_id, "provider")
         assert entry.slug
-        assert entry.price_updated_at is not None
+        # CoinDesk's own price is not CoinMarketCap's: the prices run buys the one served.
+        assert entry.price_usd is None
     bitcoin = stored[1]
     assert (bitcoin.symbol, bitcoin.slug, bitcoin.cmc_id) == ("BTC", "bitcoin", 1)
 
@@ -93,10 +99,8 @@ def test_cryptocompare_legacy_ranking_pages_from_0_by_total_volume(scrape, db, p
     assert [(e.symbol, e.name) for e in stored] == [
         (coin.symbol.rstrip("*"), coin.full_name) for coin in expected
     ]
-    assert (stored[0].provider_asset_id, stored[0].volume_24h_usd) == (
-        expected[0].cc_id,
-        expected[0].volume_24h,
-    )
+    assert stored[0].provider_asset_id == expected[0].cc_id
+    assert stored[0].volume_24h_usd == pytest.approx(float(expected[0].volume_24h), rel=1e-6)
     [run] = runs(db)
     assert (run.source, run.measure) == ("cryptocompare", "TOTALVOLUME24HTO")
 
@@ -127,6 +131,7 @@ def test_coinmarketcap_ranks_by_volume_in_one_listings_call_with_ids(scrape, db,
     assert all(e.resolved_by == "provider" and e.cmc_id == e.provider_asset_id for e in stored)
     assert all(e.symbol == assets[e.cmc_id].symbol for e in stored)
     assert all(e.price_usd == assets[e.cmc_id].price for e in stored)
+    assert all(e.price_updated_at is not None for e in stored)
     [run] = runs(db)
     assert (run.source, run.measure, run.credit_count) == ("coinmarketcap", "volume_24h", 1)
     assert run.credits_left_monthly == 10_000
@@ -170,7 +175,6 @@ def test_entries_without_market_data_keep_their_place(scrape, db, providers, pro
     stored = {e.rank: e for e in ranking(db)}
     for rank, symbol in no_price:
         assert stored[rank].symbol == symbol
-        assert stored[rank].price_usd is None
 
 
 def test_each_scrape_keeps_its_own_snapshot(scrape, db):
@@ -263,3 +267,18 @@ def test_a_provider_repeating_the_same_page_is_not_paged_forever(scrape, db):
     [run] = runs(db)
     assert run.error == "CoinDesk: ranking holds 100 coins, expected 150"
     assert pages == 2
+
+
+def test_ids_no_provider_uses_are_stored_as_absent_and_the_coin_kept(scrape, db):
+    """An id past four bytes (or zero) is a broken value: the coin stays, by its ticker."""
+    items = [coindesk_item(n) for n in range(1, 11)]
+    items[0]["ID"] = 2**40
+    items[1]["ASSET_ALTERNATIVE_IDS"] = [{"NAME": "CMC", "ID": str(2**31)}]
+    items[2]["ID"] = 0
+    with PayloadServer({"/asset/v1/top/list": coindesk_page(items)}) as coindesk:
+        assert scrape("ranks", COINDESK_BASE_URL=coindesk.url, RANKING_SIZE="10") == 0
+    by_symbol = {e.symbol: e for e in ranking(db)}
+    assert len(by_symbol) == 10
+    assert (by_symbol["C1"].provider_asset_id, by_symbol["C1"].cmc_id) == (None, 5001)
+    assert (by_symbol["C2"].provider_asset_id, by_symbol["C2"].cmc_id) == (2, None)
+    assert by_symbol["C3"].provider_asset_id is None

@@ -4,15 +4,22 @@ Every scrape run gets a row in ``scrape_runs``; a successful run owns the rows i
 wrote (``ranking_entries`` or ``price_quotes``), committed in the same transaction,
 so a snapshot is either complete or absent.  Readers only ever look at the latest
 *succeeded* run of each kind (``latest_runs``), through the ``top_coins`` view below.
+
+A week of history at 5000 coins is some 50 million ranking rows, so the history is
+built to be cheap: a coin's text is stored once (``assets``), the rows that repeat every
+run are narrow, and both history tables are partitioned by day, so that retention drops
+whole partitions instead of deleting rows (``scrapers.history``).  They carry no
+B-tree: rows arrive in run order, and a BRIN index finds a run's rows in a few pages.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    REAL,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -22,6 +29,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    SmallInteger,
     Text,
     column,
     func,
@@ -77,6 +85,21 @@ def _in(column: str, values: type[enum.StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
+# The history tables are partitioned by ``day``: whole days since this date, in UTC, as
+# a smallint (two bytes, where a date would take four and widen every row).
+HISTORY_EPOCH = date(2000, 1, 1)
+
+
+def history_day(moment: datetime) -> int:
+    """The partition a run's rows go to: the UTC day the run started."""
+    return (moment.astimezone(UTC).date() - HISTORY_EPOCH).days
+
+
+# A run of 5000 coins fills some 27 pages of ranking_entries: a range of 32 pages puts it
+# in one or two ranges, so a run is read in at most 64 pages however long the history.
+BRIN_PAGES_PER_RANGE = 32
+
+
 class ScrapeRun(Base):
     """One scraper run, successful or not; failed runs keep their reason for operators."""
 
@@ -105,6 +128,8 @@ class ScrapeRun(Base):
     credit_limit_monthly: Mapped[int | None] = mapped_column(Integer)
     credits_left_monthly: Mapped[int | None] = mapped_column(Integer)
     credits_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # history_day(started_at): the partition of the run's rows.
+    day: Mapped[int] = mapped_column(SmallInteger)
 
     __table_args__ = (
         CheckConstraint(_in("kind", RunKind), name="kind"),
@@ -121,54 +146,124 @@ class ScrapeRun(Base):
     )
 
 
-class RankingEntry(Base):
-    """One coin of a ranking, as its provider gave it, with the CoinMarketCap id it resolved to.
+class Asset(Base):
+    """A coin as its ranking provider described it, and the CoinMarketCap id it resolved to.
 
-    The resolution is stored rather than computed by the view, so that psql shows why a
-    coin got the price it got, even after the id map or the aliases changed.
+    Ranking rows point here rather than repeat the text every minute.  A row is never
+    changed: a coin renamed, or resolved to another id (an alias, a new id map), gets a
+    new row, so a past ranking still shows what was served then and why.  The resolution
+    is stored rather than computed by the view, so that psql shows why a coin got the
+    price it got, even after the id map or the aliases changed.
+    """
+
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    provider_asset_id: Mapped[int | None] = mapped_column(BigInteger)
+    symbol: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    slug: Mapped[str | None] = mapped_column(Text)
+    cmc_id: Mapped[int | None] = mapped_column(BigInteger)
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        CheckConstraint(_in("source", Source), name="source"),
+        CheckConstraint(_in("resolved_by", ResolvedBy), name="resolved_by"),
+        CheckConstraint("(cmc_id IS NULL) = (resolved_by IS NULL)", name="cmc_id_iff_resolved"),
+        # One row per description; NULLs compared as values (PostgreSQL 14 has no
+        # NULLS NOT DISTINCT).
+        Index(
+            "uq_assets_description",
+            "source",
+            "symbol",
+            "name",
+            text("coalesce(provider_asset_id, 0)"),
+            text("coalesce(slug, '')"),
+            text("coalesce(cmc_id, 0)"),
+            text("coalesce(resolved_by, '')"),
+            unique=True,
+        ),
+        Index("ix_assets_cmc_id", "cmc_id"),
+    )
+
+
+class RankingEntry(Base):
+    """One coin of a ranking: 16 bytes of data a row, some 50 million rows a week at 5000.
+
+    The columns are ordered so that none needs padding.  There is no primary key: it
+    would have to include ``day`` and would be as large as the table; the scraper's
+    writer is the only writer, and it writes each rank once.
     """
 
     __tablename__ = "ranking_entries"
 
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("scrape_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(Text)
-    name: Mapped[str] = mapped_column(Text)
-    provider_asset_id: Mapped[int | None] = mapped_column(BigInteger)
-    slug: Mapped[str | None] = mapped_column(Text)
-    volume_24h_usd: Mapped[Decimal | None] = mapped_column(Numeric)
-    # The ranking provider's own price: served only when CoinMarketCap is that provider.
-    price_usd: Mapped[Decimal | None] = mapped_column(Numeric)
-    price_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cmc_id: Mapped[int | None] = mapped_column(BigInteger)
-    resolved_by: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int] = mapped_column(Integer)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    # The ranking's basis, to seven significant digits: a four-byte float keeps the row
+    # narrow, and the order is the provider's (``rank``), not recomputed from this.
+    volume_24h_usd: Mapped[float | None] = mapped_column(REAL)
+    rank: Mapped[int] = mapped_column(SmallInteger)
+    day: Mapped[int] = mapped_column(SmallInteger)
 
     __table_args__ = (
         CheckConstraint("rank > 0", name="rank_positive"),
-        CheckConstraint(_in("resolved_by", ResolvedBy), name="resolved_by"),
-        CheckConstraint("(cmc_id IS NULL) = (resolved_by IS NULL)", name="cmc_id_iff_resolved"),
+        Index(
+            "ix_ranking_entries_run_id",
+            "run_id",
+            postgresql_using="brin",
+            postgresql_with={"pages_per_range": BRIN_PAGES_PER_RANGE},
+        ),
+        {"postgresql_partition_by": "RANGE (day)"},
     )
+    # No primary key in the table (see above); the ORM needs one to map it.
+    __mapper_args__ = {"primary_key": [run_id, rank]}  # noqa: RUF012
 
 
 class PriceQuote(Base):
-    """A CoinMarketCap USD quote; a ticker lookup can store several rows sharing a symbol."""
+    """A CoinMarketCap USD quote, under the run that fetched it.
+
+    A prices run stores one per priced coin; a CoinMarketCap ranking stores the prices its
+    listing carried, which the next prices run copies rather than buys again.
+    """
 
     __tablename__ = "price_quotes"
+
+    last_updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[int] = mapped_column(Integer)
+    cmc_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[int] = mapped_column(SmallInteger)
+    price_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+
+    __table_args__ = (
+        Index(
+            "ix_price_quotes_run_id",
+            "run_id",
+            postgresql_using="brin",
+            postgresql_with={"pages_per_range": BRIN_PAGES_PER_RANGE},
+        ),
+        {"postgresql_partition_by": "RANGE (day)"},
+    )
+    __mapper_args__ = {"primary_key": [run_id, cmc_id]}  # noqa: RUF012
+
+
+class TickerMatch(Base):
+    """The CoinMarketCap id a prices run chose, by ticker, for a coin the ranking left unresolved.
+
+    Rare (only while the id map is missing or stale), so neither narrow nor partitioned:
+    its rows go with their run.
+    """
+
+    __tablename__ = "ticker_matches"
 
     run_id: Mapped[int] = mapped_column(
         ForeignKey("scrape_runs.id", ondelete="CASCADE"), primary_key=True
     )
-    cmc_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    symbol: Mapped[str] = mapped_column(Text)
-    name: Mapped[str] = mapped_column(Text)
-    slug: Mapped[str | None] = mapped_column(Text)
-    cmc_rank: Mapped[int | None] = mapped_column(Integer)
-    price_usd: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (Index("ix_price_quotes_run_symbol", "run_id", "symbol"),)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+    cmc_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class SymbolAlias(Base):
@@ -242,25 +337,25 @@ CROSS JOIN LATERAL (
 """.strip()
 
 # The merge the API serves, kept as SQL so psql users query exactly what the API
-# serves.  A ranked coin is priced by the CoinMarketCap id it resolved to; a coin
-# without one falls back to the quotes a ticker lookup stored under its symbol (the
-# asset of the same name first, then the best CoinMarketCap rank).  Migrations copy
-# this text when they (re)create the view; a test checks that they match.
+# serves.  A ranked coin is priced by the CoinMarketCap id its asset resolved to, or, for
+# a coin left unresolved, by the id the prices run matched by ticker.  Each history
+# table is read in the partition of its run's day, found from the run's row.  Migrations
+# copy this text when they (re)create the view; a test checks that they match.
 TOP_COINS_VIEW_SQL = """
 CREATE VIEW top_coins AS
 WITH ranking_run AS (
-    SELECT id, source, measure, finished_at FROM latest_runs WHERE kind = 'ranking'
+    SELECT id, day, source, measure, finished_at FROM latest_runs WHERE kind = 'ranking'
 ), price_run AS (
-    SELECT id, finished_at FROM latest_runs WHERE kind = 'prices'
+    SELECT id, day, finished_at FROM latest_runs WHERE kind = 'prices'
 )
 SELECT
-    r.rank,
-    r.symbol,
-    r.name,
-    coalesce(p.price_usd, t.price_usd) AS price_usd,
-    coalesce(r.cmc_id, t.cmc_id) AS cmc_id,
+    e.rank,
+    a.symbol,
+    a.name,
+    p.price_usd,
+    coalesce(a.cmc_id, t.cmc_id) AS cmc_id,
     CASE
-        WHEN r.cmc_id IS NOT NULL THEN r.resolved_by
+        WHEN a.cmc_id IS NOT NULL THEN a.resolved_by
         WHEN t.cmc_id IS NOT NULL THEN 'ticker'
     END AS match,
     ranking_run.id AS ranking_run_id,
@@ -270,22 +365,45 @@ SELECT
     price_run.id AS price_run_id,
     price_run.finished_at AS priced_at
 FROM ranking_run
-JOIN ranking_entries r ON r.run_id = ranking_run.id
+JOIN ranking_entries e ON e.day = ranking_run.day AND e.run_id = ranking_run.id
+JOIN assets a ON a.id = e.asset_id
 LEFT JOIN price_run ON true
-LEFT JOIN price_quotes p ON p.run_id = price_run.id AND p.cmc_id = r.cmc_id
-LEFT JOIN LATERAL (
-    SELECT q.cmc_id, q.price_usd
-    FROM price_quotes q
-    WHERE r.cmc_id IS NULL AND q.run_id = price_run.id AND q.symbol = r.symbol
-    ORDER BY
-        lower(q.name) = lower(r.name) DESC,
-        q.cmc_rank ASC NULLS LAST,
-        q.cmc_id ASC
-    LIMIT 1
-) t ON true
+LEFT JOIN ticker_matches t ON t.run_id = price_run.id AND t.asset_id = e.asset_id
+LEFT JOIN price_quotes p
+    ON p.day = price_run.day
+    AND p.run_id = price_run.id
+    AND p.cmc_id = coalesce(a.cmc_id, t.cmc_id)
 """.strip()
 
-VIEWS = {"latest_runs": LATEST_RUNS_VIEW_SQL, "top_coins": TOP_COINS_VIEW_SQL}
+# Every stored ranking with its coins' text, for psql and for history: filter on
+# ``run_id`` (and ``day``, to read one partition).  The rows of a forgotten run, kept
+# until their day's partition goes, are not shown.
+RANKINGS_VIEW_SQL = """
+CREATE VIEW rankings AS
+SELECT
+    e.run_id,
+    r.finished_at AS ranked_at,
+    r.source,
+    e.day,
+    e.rank,
+    a.symbol,
+    a.name,
+    e.volume_24h_usd,
+    a.cmc_id,
+    a.resolved_by,
+    a.provider_asset_id,
+    a.slug,
+    e.asset_id
+FROM ranking_entries e
+JOIN scrape_runs r ON r.id = e.run_id
+JOIN assets a ON a.id = e.asset_id
+""".strip()
+
+VIEWS = {
+    "latest_runs": LATEST_RUNS_VIEW_SQL,
+    "top_coins": TOP_COINS_VIEW_SQL,
+    "rankings": RANKINGS_VIEW_SQL,
+}
 
 
 # Column descriptions of the views for SQLAlchemy selects; not part of ``Base.metadata``
@@ -296,6 +414,7 @@ latest_runs = table(
     column("kind", Text),
     column("source", Text),
     column("finished_at", DateTime(timezone=True)),
+    column("day", SmallInteger),
 )
 
 top_coins = table(
@@ -312,4 +431,21 @@ top_coins = table(
     column("ranked_at", DateTime(timezone=True)),
     column("price_run_id", BigInteger),
     column("priced_at", DateTime(timezone=True)),
+)
+
+rankings = table(
+    "rankings",
+    column("run_id", Integer),
+    column("ranked_at", DateTime(timezone=True)),
+    column("source", Text),
+    column("day", SmallInteger),
+    column("rank", SmallInteger),
+    column("symbol", Text),
+    column("name", Text),
+    column("volume_24h_usd", REAL),
+    column("cmc_id", BigInteger),
+    column("resolved_by", Text),
+    column("provider_asset_id", BigInteger),
+    column("slug", Text),
+    column("asset_id", Integer),
 )
