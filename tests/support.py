@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 import requests
 from alembic.config import Config
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session
 
 from scrapers import coindesk, coinmarketcap, cryptocompare
@@ -32,7 +32,7 @@ from scrapers.prices import latest_ranking, ticker_matches, write_prices
 from scrapers.ranking import RankedCoin
 from scrapers.ranks import write_ranking
 from scrapers.snapshots import RunRecord, Snapshot, write_snapshot
-from topcoins.models import RunKind, Source, SymbolAlias
+from topcoins.models import RunKind, ScrapeRun, Source, SymbolAlias
 from topcoins.settings import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +112,19 @@ class Store:
     def alias(self, symbol: str, cmc_id: int) -> None:
         with Session(self.engine) as session, session.begin():
             session.add(SymbolAlias(symbol=symbol, cmc_id=cmc_id, note="test"))
+
+    def age(self, days: int) -> None:
+        """Every stored run, with its rows, moved ``days`` back, as if it had run then."""
+        with Session(self.engine) as session, session.begin():
+            for day in session.scalars(select(func.distinct(ScrapeRun.day))).all():
+                ensure_partitions(session, day - days)
+            for statement in (
+                "UPDATE scrape_runs SET day = day - :d, started_at = started_at - make_interval("
+                "days => :d), finished_at = finished_at - make_interval(days => :d)",
+                "UPDATE ranking_entries SET day = day - :d",
+                "UPDATE price_quotes SET day = day - :d",
+            ):
+                session.execute(text(statement), {"d": days})
 
     def top_coins(self) -> list[dict]:
         with self.engine.connect() as connection:

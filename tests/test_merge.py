@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from scrapers.history import HISTORY_TABLES, partition_name
 from scrapers.snapshots import RunRecord, record_failure
 from topcoins.models import RunKind, Source
 
@@ -146,3 +148,34 @@ def test_ranking_without_any_price_snapshot_is_unpriced(store):
 def test_no_ranking_means_no_rows(store):
     store.prices([(1, "BTC", "Bitcoin", 1, "1")])
     assert store.top_coins() == []
+
+
+def test_the_view_reads_only_the_partitions_of_the_latest_runs(store, db):
+    """However long the history, top_coins reads one day of each table, by the run's index."""
+    for _ in range(3):
+        store.ranking([("BTC", "Bitcoin", 1, "provider")])
+        store.prices([(1, "BTC", "Bitcoin", 1, "5")])
+        store.age(1)
+    ranking = store.ranking([("BTC", "Bitcoin", 1, "provider")])
+    store.age(2)
+    store.prices([(1, "BTC", "Bitcoin", 1, "6")])
+    with db.connect() as connection:
+        plan = connection.execute(
+            text("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM top_coins")
+        ).scalar_one()
+        days = dict(connection.execute(text("SELECT kind, day FROM latest_runs")).all())
+    read = sorted(
+        node["Relation Name"]
+        for node in plan_nodes(plan[0]["Plan"])
+        if node.get("Actual Loops") and node.get("Relation Name", "").startswith(HISTORY_TABLES)
+    )
+    assert read == [
+        partition_name("price_quotes", days["prices"]),
+        partition_name("ranking_entries", days["ranking"]),
+    ]
+    assert days["ranking"] == days["prices"] - 2
+    assert store.top_coins()[0]["ranking_run_id"] == ranking
+
+
+def plan_nodes(node: dict) -> list[dict]:
+    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]

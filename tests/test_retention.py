@@ -8,22 +8,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from fakeproviders import Fault
-from scrapers.history import ensure_partitions, partition_name
+from scrapers.history import partition_name
 from topcoins.models import PriceQuote, RankingEntry, ScrapeRun, history_day, rankings
-
-
-def age_runs(db, days: int) -> None:
-    """Every stored run, with its rows, moved ``days`` back, as if it had run then."""
-    with Session(db) as session, session.begin():
-        for day in session.scalars(select(func.distinct(ScrapeRun.day))).all():
-            ensure_partitions(session, day - days)
-        for statement in (
-            "UPDATE scrape_runs SET day = day - :d, started_at = started_at - make_interval("
-            "days => :d), finished_at = finished_at - make_interval(days => :d)",
-            "UPDATE ranking_entries SET day = day - :d",
-            "UPDATE price_quotes SET day = day - :d",
-        ):
-            session.execute(text(statement), {"d": days})
 
 
 def partitions(db) -> list[str]:
@@ -46,17 +32,17 @@ def surviving(db, kind: str) -> list[tuple[int, str]]:
         return [tuple(row) for row in rows]
 
 
-def test_history_is_kept_within_the_retention(scrape, db):
+def test_history_is_kept_within_the_retention(scrape, db, store):
     for _ in range(3):
         assert scrape("ranks") == 0
     assert [status for _, status in surviving(db, "ranking")] == ["succeeded"] * 3
 
 
-def test_runs_older_than_the_retention_are_pruned_with_their_rows(scrape, db, providers):
+def test_runs_older_than_the_retention_are_pruned_with_their_rows(scrape, db, store, providers):
     assert scrape("ranks") == 0
     assert scrape("prices") == 0
     assert scrape("ranks") == 0
-    age_runs(db, 8)
+    store.age(8)
     [(newest_ranking, _)] = surviving(db, "ranking")[-1:]
     assert scrape("ranks") == 0
     ranking_runs = surviving(db, "ranking")
@@ -83,7 +69,7 @@ def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
 ):
     assert scrape("ranks") == 0
     assert scrape("prices") == 0
-    age_runs(db, 30)
+    store.age(30)
     served = store.top_coins()
     providers.inject("coinmarketcap", Fault.EMPTY, times=-1)
     assert scrape("prices") == 1
@@ -100,9 +86,9 @@ def test_the_last_good_snapshot_outlives_the_retention_while_scrapes_fail(
         assert session.scalar(priced) == 1
 
 
-def test_retention_is_configurable(scrape, db):
+def test_retention_is_configurable(scrape, db, store):
     assert scrape("ranks") == 0
-    age_runs(db, 2)
+    store.age(2)
     assert scrape("ranks", RETENTION_DAYS="3") == 0
     assert len(surviving(db, "ranking")) == 2
     assert scrape("ranks", RETENTION_DAYS="1") == 0
@@ -114,7 +100,7 @@ def test_pruning_keeps_the_latest_run_of_each_kind_of_the_same_provider(scrape, 
     assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
     assert scrape("prices") == 0
     assert scrape("ranks", RANKING_PROVIDER="coinmarketcap") == 0
-    age_runs(db, 8)
+    store.age(8)
     assert scrape("prices") == 0
     assert surviving(db, "ranking") == [(3, "succeeded")]
     assert surviving(db, "prices") == [(4, "succeeded")]

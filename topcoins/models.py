@@ -339,7 +339,10 @@ CROSS JOIN LATERAL (
 # The merge the API serves, kept as SQL so psql users query exactly what the API
 # serves.  A ranked coin is priced by the CoinMarketCap id its asset resolved to, or, for
 # a coin left unresolved, by the id the prices run matched by ticker.  Each history
-# table is read in the partition of its run's day, found from the run's row.  Migrations
+# table is read in the partition of its run's day, by the run's BRIN index: the run and
+# its day are subqueries (init plans), so that the planner reads one run's rows whatever
+# the history; joined on as rows, they let it guess a handful of rows and nest loops
+# over 5000 (seconds instead of milliseconds, bench/history.py).  Migrations
 # copy this text when they (re)create the view; a test checks that they match.
 TOP_COINS_VIEW_SQL = """
 CREATE VIEW top_coins AS
@@ -365,13 +368,14 @@ SELECT
     price_run.id AS price_run_id,
     price_run.finished_at AS priced_at
 FROM ranking_run
-JOIN ranking_entries e ON e.day = ranking_run.day AND e.run_id = ranking_run.id
+JOIN ranking_entries e
+    ON e.day = (SELECT day FROM ranking_run) AND e.run_id = (SELECT id FROM ranking_run)
 JOIN assets a ON a.id = e.asset_id
 LEFT JOIN price_run ON true
 LEFT JOIN ticker_matches t ON t.run_id = price_run.id AND t.asset_id = e.asset_id
 LEFT JOIN price_quotes p
-    ON p.day = price_run.day
-    AND p.run_id = price_run.id
+    ON p.day = (SELECT day FROM price_run)
+    AND p.run_id = (SELECT id FROM price_run)
     AND p.cmc_id = coalesce(a.cmc_id, t.cmc_id)
 """.strip()
 

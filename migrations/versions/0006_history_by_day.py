@@ -66,13 +66,14 @@ SELECT
     price_run.id AS price_run_id,
     price_run.finished_at AS priced_at
 FROM ranking_run
-JOIN ranking_entries e ON e.day = ranking_run.day AND e.run_id = ranking_run.id
+JOIN ranking_entries e
+    ON e.day = (SELECT day FROM ranking_run) AND e.run_id = (SELECT id FROM ranking_run)
 JOIN assets a ON a.id = e.asset_id
 LEFT JOIN price_run ON true
 LEFT JOIN ticker_matches t ON t.run_id = price_run.id AND t.asset_id = e.asset_id
 LEFT JOIN price_quotes p
-    ON p.day = price_run.day
-    AND p.run_id = price_run.id
+    ON p.day = (SELECT day FROM price_run)
+    AND p.run_id = (SELECT id FROM price_run)
     AND p.cmc_id = coalesce(a.cmc_id, t.cmc_id)
 """
 
