@@ -86,9 +86,11 @@ def on_starting(server: object) -> None:
 
 def post_fork(server: object, worker: object) -> None:
     """Tracing after the fork: the span exporter's thread must belong to the worker."""
+    from topcoins.settings import exports_traces
     from topcoins.tracing import configure_tracing
 
-    configure_tracing("top-coins-api", os.environ)
+    if exports_traces(os.environ):
+        configure_tracing("top-coins-api", os.environ)
 
 
 def child_exit(server: object, worker: object) -> None:

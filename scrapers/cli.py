@@ -25,8 +25,10 @@ from topcoins.settings import (
     CryptoCompareSettings,
     HttpSettings,
     ScraperSettings,
+    exports_traces,
 )
 from topcoins.tracing import configure_tracing
+from topcoins.tracing import flush as flush_traces
 
 from .budget import CreditBudget
 from .coindesk import CoinDeskClient
@@ -81,7 +83,8 @@ def _scrape(make_job: MakeJob) -> Callable[..., int]:
             settings.http.deadline_seconds, grace_seconds=settings.grace_seconds
         )
         job = make_job(settings, env, deadline)
-        tracing = configure_tracing(f"top-coins-scraper-{args.name}", env)
+        if exports_traces(env):
+            configure_tracing(f"top-coins-scraper-{args.name}", env)
         url = settings.database_url
         engine = scraper_engine(url, application_name=f"scraper-{args.name}", deadline=deadline)
         lock_engine = scraper_engine(
@@ -101,7 +104,7 @@ def _scrape(make_job: MakeJob) -> Callable[..., int]:
             job.close()
             engine.dispose()
             lock_engine.dispose()
-            tracing.force_flush()
+            flush_traces()
         return 1 if report.outcome is Outcome.FAILED else 0
 
     return command

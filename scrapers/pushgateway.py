@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
-
 from .run import Outcome, RunReport
 
 log = logging.getLogger("scrapers.pushgateway")
@@ -20,6 +18,9 @@ JOB = "top_coins_scraper"
 
 def push_run(url: str, report: RunReport, *, timeout: float = 5.0) -> None:
     """Grouped by kind, so that switching provider replaces the group rather than adding one."""
+    # Imported here: most scrapers run without a Pushgateway, and start-up is paid every run.
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+
     registry = CollectorRegistry()
     source = report.source.value
 

@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from topcoins.models import RunKind, Source
-from topcoins.tracing import current_ids
+from topcoins.tracing import current_ids, span
 
 from .budget import CreditBudget
 from .database import DATABASE_PREFIX, bound, database_reason, timeout_reason
@@ -29,7 +27,6 @@ from .lock import RunLock, run_lock
 from .snapshots import RunRecord, Snapshot, record_failure, write_snapshot
 
 log = logging.getLogger("scrapers.run")
-tracer = trace.get_tracer("scrapers")
 
 
 class Job(Protocol):
@@ -96,19 +93,19 @@ def run_scrape(
     ``lock_engine`` is for the run's lock alone (``scrapers.lock``).
     """
     attributes = {"topcoins.kind": job.kind.value, "topcoins.source": job.source.value}
-    with tracer.start_as_current_span(f"scrape {job.kind.value}", attributes=attributes) as span:
+    with span("scrapers", f"scrape {job.kind.value}", attributes) as current:
         report = RunReport(job.kind, job.source)
         ids = current_ids()
         report.trace_id = ids[0] if ids else None
         clock = time.monotonic()
         _run(engine, lock_engine, job, retention, deadline, report)
         report.duration_seconds = time.monotonic() - clock
-        span.set_attribute("topcoins.outcome", report.outcome.value)
+        current.set_attribute("topcoins.outcome", report.outcome.value)
         if report.run_id is not None:
-            span.set_attribute("topcoins.run_id", report.run_id)
-        span.set_attribute("topcoins.item_count", report.item_count)
+            current.set_attribute("topcoins.run_id", report.run_id)
+        current.set_attribute("topcoins.item_count", report.item_count)
         if report.outcome is Outcome.FAILED:
-            span.set_status(Status(StatusCode.ERROR, report.details.get("error")))
+            current.fail(report.details.get("error"))
         fields = report.log_fields()
         name = f"{job.kind.value} scrape ({job.source.value})"
         if report.outcome is Outcome.SKIPPED:

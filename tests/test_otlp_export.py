@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from collections.abc import Iterator
 
@@ -47,11 +48,15 @@ def test_a_scrape_exports_its_trace(env, db, providers, collector):
     assert ("top-coins-scraper-ranks", "scrape ranking", trace_id) in spans
     # Two ranking pages, CoinMarketCap's key usage and its id map.
     assert sum(1 for _, name, t in spans if t == trace_id and name == "GET") == 4
+    [line] = [json.loads(x) for x in result.stdout.splitlines() if '"scrapers.run"' in x]
+    assert line["trace_id"] == trace_id
 
 
-def test_no_endpoint_no_export(env, db, providers, collector):
+def test_no_endpoint_no_export_and_no_trace_id(env, db, providers, collector):
     assert run_scrapers(env, "ranks").returncode == 0
     assert collector.requests == []
+    with Session(db) as session:
+        assert session.scalars(select(ScrapeRun.trace_id)).one() is None
 
 
 def test_the_api_exports_server_spans_from_its_workers(env, scraped, collector, tmp_path):

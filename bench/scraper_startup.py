@@ -1,0 +1,106 @@
+"""Wall time of ``python -m scrapers ranks`` at 200 coins on loopback, and what imports cost.
+
+Usage: .venv/bin/python -m bench.scraper_startup [--runs 9]
+
+A CronJob starts a fresh interpreter every minute, so start-up is part of every run. Each
+round, in alternating order, times (medians reported):
+
+- ``python -c pass``: the interpreter alone, the floor;
+- ``python -c "import scrapers.cli"``: what importing the scraper costs on top of it;
+- ``python -m scrapers ranks``: a whole ranking run against the fake providers (the id
+  map already fetched, as in steady state), with its own ``duration_seconds``.
+
+Target: the whole run in <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from alembic import command
+from alembic.config import Config
+
+from bench.common import ROOT
+from devtools.postgres import drop_database, ensure_database, find_server
+from fakeproviders import FakeProviders
+from topcoins.settings import database_url
+
+COMMANDS = {
+    "interpreter": ["-c", "pass"],
+    "imports": ["-c", "import scrapers.cli"],
+    "ranks run": ["-m", "scrapers", "ranks"],
+}
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    took = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {done.stdout}{done.stderr}")
+    return took, done
+
+
+def run_duration(stdout: str) -> float:
+    for line in stdout.splitlines():
+        record = json.loads(line)
+        if record.get("logger") == "scrapers.run":
+            return float(record["duration_seconds"]) * 1000
+    raise RuntimeError("the run logged no outcome")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+    admin = find_server(ROOT)
+    name = "topcoins_bench_startup"
+    drop_database(admin, name)
+    url = ensure_database(admin, name)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url({"DATABASE_URL": url})
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+    times: dict[str, list[float]] = {label: [] for label in COMMANDS}
+    inside: list[float] = []
+    try:
+        with FakeProviders(coindesk_key="bench", coinmarketcap_key="bench") as fake:
+            env = {
+                "PATH": os.environ.get("PATH", ""),
+                "DATABASE_URL": url,
+                "COINDESK_API_KEY": "bench",
+                "COINDESK_BASE_URL": fake.coindesk_url,
+                "COINMARKETCAP_API_KEY": "bench",
+                "COINMARKETCAP_BASE_URL": fake.coinmarketcap_url,
+                "LOG_LEVEL": "INFO",
+            }
+            timed(COMMANDS["ranks run"], env)  # the id map, fetched once a day
+            labels = list(COMMANDS)
+            for round_ in range(args.runs):
+                for label in labels[round_ % 3 :] + labels[: round_ % 3]:
+                    took, done = timed(COMMANDS[label], env)
+                    times[label].append(took)
+                    if label == "ranks run":
+                        inside.append(run_duration(done.stdout))
+    finally:
+        drop_database(admin, name)
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    print(f"{args.runs} rounds, medians (ms):")
+    for label, median in medians.items():
+        print(f"  {label:12s} {median:6.0f}   {[round(v) for v in times[label]]}")
+    print(f"  imports on top of the interpreter: {medians['imports'] - medians['interpreter']:.0f}")
+    print(f"  the run itself (duration_seconds): {statistics.median(inside):.0f}")
+    verdict = "met" if medians["ranks run"] <= 300 else "not met"
+    print(f"python -m scrapers ranks: {medians['ranks run']:.0f} ms (target <= 300 ms) {verdict}")
+
+
+if __name__ == "__main__":
+    main()
