@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -43,6 +44,7 @@ from topcoins.settings import database_url
 
 RANKS_EVERY = timedelta(minutes=1)
 PRICES_EVERY = timedelta(minutes=5)
+COINS, DAYS, REPEAT = (200, 5000), 7, 7
 
 
 def migrated(admin: str, name: str) -> str:
@@ -197,7 +199,26 @@ def prune_one_day(engine: Engine, days: int, today: datetime) -> tuple[float, in
     return took, pruned.runs, int(dead or 0)
 
 
-def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str], None]) -> None:
+@dataclass(frozen=True)
+class History:
+    """One ranking size's figures: times in ms (server execution, client round trip), bytes."""
+
+    coins: int
+    days: int
+    top_coins: float
+    top_coins_trip: float
+    poll: float
+    poll_trip: float
+    prune: float
+    pruned_runs: int
+    dead_rows: int
+    disk: int
+    sizes: Mapping[str, int]
+    written: float
+    scans: tuple[str, ...]
+
+
+def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str], None]) -> History:
     name = f"topcoins_bench_history_{coins}"
     url = migrated(admin, name)
     engine = make_engine(database_url({"DATABASE_URL": url}), application_name="bench")
@@ -239,17 +260,33 @@ def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str],
             f"disk {size / 1e9:.2f} GB, a new ranking written in {written:.0f} ms"
         )
         log(f"{coins} coins: sizes " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in sizes.items()))
-        log(f"{coins} coins: top_coins reads " + "; ".join(plan_nodes(engine, view_sql)))
+        scans = plan_nodes(engine, view_sql)
+        log(f"{coins} coins: top_coins reads " + "; ".join(scans))
     finally:
         engine.dispose()
         drop_database(admin, name)
+    return History(
+        coins=coins,
+        days=days,
+        top_coins=view,
+        top_coins_trip=view_trip,
+        poll=poll,
+        poll_trip=poll_trip,
+        prune=pruned,
+        pruned_runs=runs,
+        dead_rows=dead,
+        disk=int(size),
+        sizes=sizes,
+        written=written,
+        scans=tuple(scans),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--coins", type=int, nargs="+", default=[200, 5000])
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--coins", type=int, nargs="+", default=list(COINS))
+    parser.add_argument("--days", type=int, default=DAYS)
+    parser.add_argument("--repeat", type=int, default=REPEAT)
     args = parser.parse_args()
     admin = find_server(ROOT)
     for coins in args.coins:

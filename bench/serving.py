@@ -26,7 +26,9 @@ import argparse
 import re
 import statistics
 import tempfile
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import requests
 
@@ -40,6 +42,7 @@ from bench.common import (
 )
 
 PATH = "/?limit=200"
+ROUNDS, SECONDS, CONNECTIONS = 5, 5, 16
 ROWS = {
     "pod": "API pod (nginx in front)",
     "gunicorn": "bare gunicorn",
@@ -70,21 +73,47 @@ def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument(
-        "--access-log", action="store_true", help="keep gunicorn's JSON access log on (all three)"
-    )
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Serving:
+    """Every round's wrk figures per server, and how much of the pod's load reached gunicorn."""
 
+    rounds: int
+    seconds: int
+    connections: int
+    body_size: int
+    content_type: str
+    runs: Mapping[str, tuple[Measurement, ...]]
+    requested: float
+    through: float
+
+    @property
+    def medians(self) -> dict[str, Measurement]:
+        return {
+            name: Measurement(
+                statistics.median(m.rate for m in runs),
+                statistics.median(m.p50 for m in runs),
+                statistics.median(m.p99 for m in runs),
+            )
+            for name, runs in self.runs.items()
+        }
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        medians = self.medians
+        return medians[numerator].rate / medians[denominator].rate
+
+
+def run(
+    rounds: int = ROUNDS,
+    seconds: int = SECONDS,
+    connections: int = CONNECTIONS,
+    access_log: bool = False,
+    log: Callable[[str], None] = print,
+) -> Serving:
     with filled_database() as url, ExitStack() as servers:
         env = {"DATABASE_URL": url}
 
         def start(app: str, app_env: dict[str, str]) -> str:
-            return servers.enter_context(gunicorn(app, app_env, access_log=args.access_log))
+            return servers.enter_context(gunicorn(app, app_env, access_log=access_log))
 
         bare = start("api:create_app()", env)
         # wrk asks without Accept-Encoding: the plain body.
@@ -106,54 +135,71 @@ def main() -> None:
         results: dict[str, list[Measurement]] = {name: [] for name in bases}
         requested = through = 0.0
         names = list(bases)
-        for round_ in range(args.rounds):
+        for round_ in range(rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 target = bases[name] + PATH
-                measure(target, 1, args.connections)  # warm-up (and, for the pod, the cache)
+                measure(target, 1, connections)  # warm-up (and, for the pod, the cache)
                 before = answered_by_gunicorn(pod.metrics_base + "/metrics")
-                result = measure(target, args.seconds, args.connections)
+                result = measure(target, seconds, connections)
                 if name == "pod":
-                    requested += result.rate * args.seconds
+                    requested += result.rate * seconds
                     through += answered_by_gunicorn(pod.metrics_base + "/metrics") - before
                 results[name].append(result)
-                print(
+                log(
                     f"round {round_ + 1} {ROWS[name]:25s} {result.rate:8.0f} req/s"
                     f"  p50 {milliseconds(result.p50)}  p99 {milliseconds(result.p99)}"
                 )
+    return Serving(
+        rounds,
+        seconds,
+        connections,
+        len(body),
+        content_type,
+        {name: tuple(runs) for name, runs in results.items()},
+        requested,
+        through,
+    )
 
-    medians = {
-        name: Measurement(
-            statistics.median(m.rate for m in runs),
-            statistics.median(m.p50 for m in runs),
-            statistics.median(m.p99 for m in runs),
-        )
-        for name, runs in results.items()
-    }
+
+def report(serving: Serving) -> None:
+    medians = serving.medians
     print()
     print(
-        f"GET {PATH}: {len(body)} bytes of {content_type}, the same from all four;"
-        f" wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s"
+        f"GET {PATH}: {serving.body_size} bytes of {serving.content_type}, the same from all four;"
+        f" wrk -t1 -c{serving.connections}, {serving.rounds} rounds of {serving.seconds} s"
     )
     print(f"{'':25s} {'median req/s':>12s} {'p50':>9s} {'p99':>9s}  req/s by round")
     for name, median in medians.items():
         print(
             f"{ROWS[name]:25s} {median.rate:12.0f} {milliseconds(median.p50):>9s}"
-            f" {milliseconds(median.p99):>9s}  {[round(m.rate) for m in results[name]]}"
+            f" {milliseconds(median.p99):>9s}  {[round(m.rate) for m in serving.runs[name]]}"
         )
     print(
-        f"gunicorn behind the pod's nginx answered {through:.0f} of ~{requested:.0f} requests;"
-        " nginx's micro-cache answered the rest"
+        f"gunicorn behind the pod's nginx answered {serving.through:.0f} of"
+        f" ~{serving.requested:.0f} requests; nginx's micro-cache answered the rest"
     )
     for numerator, denominator, goal in RATIO_TARGETS:
-        ratio = medians[numerator].rate / medians[denominator].rate
+        ratio = serving.ratio(numerator, denominator)
         label = f"{ROWS[numerator]} / {ROWS[denominator]}:"
         print(f"{label:50s} {ratio:6.1%}  (target >= {goal:.0%})  {verdict(ratio >= goal)}")
     p99 = medians["pod"].p99
-    label = f"{ROWS['pod']} p99 at {args.connections} connections:"
+    label = f"{ROWS['pod']} p99 at {serving.connections} connections:"
     print(
         f"{label:50s} {milliseconds(p99)}  (target <= {milliseconds(P99_TARGET)})"
         f"  {verdict(p99 <= P99_TARGET)}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--seconds", type=int, default=SECONDS)
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument(
+        "--access-log", action="store_true", help="keep gunicorn's JSON access log on (all three)"
+    )
+    args = parser.parse_args()
+    report(run(args.rounds, args.seconds, args.connections, args.access_log))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Command line: the two scrape jobs, and small provider clients for checking by hand.
 
+A CronJob starts a fresh interpreter for every run, so modules that only some commands use
+are imported where those commands need them.
+
 Exit codes: 0 done (or skipped because another run holds the lock), 1 the run or
 call failed, 2 bad usage or configuration.  Failures print one line, no traceback.
 """
@@ -33,13 +36,10 @@ from topcoins.tracing import flush as flush_traces
 from .budget import CreditBudget
 from .coindesk import CoinDeskClient
 from .coinmarketcap import MAX_LISTINGS_LIMIT, CoinMarketCapClient, CoinMarketCapRanking
-from .cryptocompare import CryptoCompareClient
 from .database import database_reason, scraper_engine
 from .deadline import Deadline
 from .errors import ScrapeError
 from .lock import lock_application_name
-from .prices import PricesJob
-from .pushgateway import push_run
 from .ranking import RankingClient
 from .ranks import RanksJob
 from .run import Job, Outcome, run_scrape
@@ -99,6 +99,8 @@ def _scrape(make_job: MakeJob) -> Callable[..., int]:
                 deadline=deadline,
             )
             if settings.pushgateway_url:
+                from .pushgateway import push_run
+
                 push_run(settings.pushgateway_url, report, timeout=settings.http.timeout_seconds)
         finally:
             job.close()
@@ -124,6 +126,8 @@ def _ranks_job(settings: ScraperSettings, env: Mapping[str, str], run: Deadline)
     if provider is Source.COINDESK:
         client = CoinDeskClient(CoinDeskSettings.from_env(env), settings.http, deadline=deadline)
     else:
+        from .cryptocompare import CryptoCompareClient
+
         cc = CryptoCompareSettings.from_env(env)
         client = CryptoCompareClient(cc, settings.http, deadline=deadline)
     cmc_settings = CoinMarketCapSettings.optional(env)
@@ -137,6 +141,8 @@ def _ranks_job(settings: ScraperSettings, env: Mapping[str, str], run: Deadline)
 
 
 def _prices_job(settings: ScraperSettings, env: Mapping[str, str], run: Deadline) -> Job:
+    from .prices import PricesJob
+
     cmc_settings = CoinMarketCapSettings.from_env(env)
     client = CoinMarketCapClient(cmc_settings, settings.http, deadline=run.at)
     return PricesJob(client, CreditBudget(client, cmc_settings.credit_floor))
@@ -258,4 +264,6 @@ def _coindesk(env: Mapping[str, str], http: HttpSettings) -> RankingClient:
 
 
 def _cryptocompare(env: Mapping[str, str], http: HttpSettings) -> RankingClient:
+    from .cryptocompare import CryptoCompareClient
+
     return CryptoCompareClient(CryptoCompareSettings.from_env(env), http)

@@ -41,8 +41,9 @@ _PARTITIONS = text(
     "WHERE parent.relname = ANY(:tables) AND parent.relkind = 'p' "
     "AND parent.relnamespace = current_schema()::regnamespace"
 )
-_BRIN_INDEXES = text(
-    "SELECT x.indexrelid::regclass::text FROM pg_index x "
+# Every BRIN index of the given partitions (those that exist), summarised in one statement.
+_SUMMARIZE = text(
+    "SELECT brin_summarize_new_values(x.indexrelid) FROM pg_index x "
     "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam "
     "WHERE am.amname = 'brin' AND x.indrelid IN "
     "(SELECT to_regclass(name) FROM unnest(CAST(:partitions AS text[])) AS name)"
@@ -128,11 +129,7 @@ def summarize(session: Session, day: int) -> None:
     A BRIN index learns of new pages only when summarised, and until then a read scans
     them all; VACUUM would do it, but only after a fifth of the table is new.
     """
-    partitions = [partition_name(t, day) for t in HISTORY_TABLES]
-    for index in session.scalars(_BRIN_INDEXES, {"partitions": partitions}):
-        session.execute(
-            text("SELECT brin_summarize_new_values(CAST(:i AS regclass))"), {"i": index}
-        )
+    session.execute(_SUMMARIZE, {"partitions": [partition_name(t, day) for t in HISTORY_TABLES]})
 
 
 def _partitions(session: Session) -> set[str]:
