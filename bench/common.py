@@ -35,16 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def filled_database(name: str = "topcoins_bench") -> Iterator[str]:
-    """A migrated database holding one ranking and one price snapshot of the fake market."""
-    admin = find_server(ROOT)
+def migrated_database(admin: str, name: str) -> str:
+    """A fresh database ``name`` at the schema's head; its URL."""
     drop_database(admin, name)
     url = ensure_database(admin, name)
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url({"DATABASE_URL": url})
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
+    return url
+
+
+@contextlib.contextmanager
+def filled_database(name: str = "topcoins_bench") -> Iterator[str]:
+    """A migrated database holding one ranking and one price snapshot of the fake market."""
+    admin = find_server(ROOT)
+    url = migrated_database(admin, name)
     with FakeProviders(coindesk_key="bench", coinmarketcap_key="bench") as fake:
         env = {
             "DATABASE_URL": url,

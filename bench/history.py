@@ -27,13 +27,11 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from bench.common import ROOT
-from devtools.postgres import drop_database, ensure_database, find_server
+from bench.common import ROOT, migrated_database
+from devtools.postgres import drop_database, find_server
 from scrapers.history import ensure_partitions, prune, summarize
 from scrapers.ranking import RankedCoin
 from scrapers.ranks import write_ranking
@@ -45,16 +43,6 @@ from topcoins.settings import database_url
 RANKS_EVERY = timedelta(minutes=1)
 PRICES_EVERY = timedelta(minutes=5)
 COINS, DAYS, REPEAT = (200, 5000), 7, 7
-
-
-def migrated(admin: str, name: str) -> str:
-    drop_database(admin, name)
-    url = ensure_database(admin, name)
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url({"DATABASE_URL": url})
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
-    return url
 
 
 def fill(engine: Engine, coins: int, days: int, today: datetime) -> None:
@@ -220,7 +208,7 @@ class History:
 
 def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str], None]) -> History:
     name = f"topcoins_bench_history_{coins}"
-    url = migrated(admin, name)
+    url = migrated_database(admin, name)
     engine = make_engine(database_url({"DATABASE_URL": url}), application_name="bench")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     try:

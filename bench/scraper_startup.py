@@ -26,13 +26,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from alembic import command
-from alembic.config import Config
-
-from bench.common import ROOT
-from devtools.postgres import drop_database, ensure_database, find_server
+from bench.common import ROOT, migrated_database
+from devtools.postgres import drop_database, find_server
 from fakeproviders import FakeProviders
-from topcoins.settings import database_url
 
 RUNS = 9
 TARGET_MS = 300  # the median whole run
@@ -78,12 +74,7 @@ class Startup:
 def run(runs: int = RUNS) -> Startup:
     admin = find_server(ROOT)
     name = "topcoins_bench_startup"
-    drop_database(admin, name)
-    url = ensure_database(admin, name)
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url({"DATABASE_URL": url})
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    url = migrated_database(admin, name)
     times: dict[str, list[float]] = {label: [] for label in COMMANDS}
     inside: list[float] = []
     try:
