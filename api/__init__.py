@@ -17,7 +17,7 @@ from topcoins.db import Timeouts, make_engine
 from topcoins.logging import configure_logging
 from topcoins.settings import ApiSettings, ConfigError
 
-from . import health, metrics, problems, request_id, top
+from . import health, history, metrics, problems, request_id, top
 from .cache import TopListCache
 from .freshness import FreshnessCollector
 
@@ -54,7 +54,12 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     engine = make_engine(
         settings.database_url, application_name="top-coins-api", timeouts=API_TIMEOUTS
     )
-    app.config.update(MAX_LIMIT=settings.max_limit, GIT_COMMIT=git_commit(os.environ))
+    app.config.update(
+        MAX_LIMIT=settings.max_limit,
+        GIT_COMMIT=git_commit(os.environ),
+        HISTORY_MAX_POINTS=settings.history_max_points,
+        HISTORY_BUDGET_SECONDS=settings.history_budget_seconds,
+    )
     registry = metrics.registry(settings.metrics_multiprocess)
     failures = Counter(
         "top_coins_refresh_failures",
@@ -70,9 +75,11 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     )
     app.extensions["engine"] = engine
     app.extensions["toplist"] = cache
+    app.extensions["history"] = history.HistoryMemo()
     problems.init_app(app)
     app.register_blueprint(top.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(history.bp)
     if settings.tracing:
         # Only when spans are exported: a server span costs more than the rest of a request.
         # Probes and scrapes every few seconds would drown the traces that matter.

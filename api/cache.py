@@ -299,7 +299,21 @@ class TopListCache:
             price_run_id=first.price_run_id,
             priced_at=first.priced_at,
         )
-        coins = tuple(Coin(r.rank, r.symbol, r.name, r.price_usd) for r in rows)
+        coins = tuple(
+            Coin(
+                rank=r.rank,
+                symbol=r.symbol,
+                name=r.name,
+                price_usd=r.price_usd,
+                cmc_id=r.cmc_id,
+                provider_asset_id=r.provider_asset_id,
+                volume_24h_usd=r.volume_24h_usd,
+                market_cap_usd=r.market_cap_usd,
+                percent_change_24h=r.percent_change_24h,
+                price_updated_at=r.price_updated_at,
+            )
+            for r in rows
+        )
         return TopList(coins, snapshot, self.stale_after)
 
     def _freshness_due(self) -> bool:

@@ -37,10 +37,10 @@ class Problem(Exception):
         self.extensions = extensions
 
 
-def invalid_parameter(name: str, reason: str) -> Problem:
+def invalid_parameter(name: str, reason: str, where: str = "query") -> Problem:
     return Problem(
         400,
-        "Invalid query parameter",
+        f"Invalid {where} parameter",
         f"{name}: {reason}",
         invalid_params=[{"name": name, "reason": reason}],
     )

@@ -22,7 +22,7 @@ from .toplist import Coin, Snapshot, TopList
 log = logging.getLogger("api.saved_list")
 
 FILE_NAME = "toplist.json"
-FORMAT = 1
+FORMAT = 2
 
 
 def save(directory: Path, top: TopList, schema: str) -> None:
@@ -39,7 +39,18 @@ def save(directory: Path, top: TopList, schema: str) -> None:
         },
         "prices": {"run_id": snapshot.price_run_id, "finished_at": snapshot.priced_at.isoformat()},
         "coins": [
-            [c.rank, c.symbol, c.name, None if c.price_usd is None else str(c.price_usd)]
+            [
+                c.rank,
+                c.symbol,
+                c.name,
+                None if c.price_usd is None else str(c.price_usd),
+                c.cmc_id,
+                c.provider_asset_id,
+                c.volume_24h_usd,
+                c.market_cap_usd,
+                c.percent_change_24h,
+                None if c.price_updated_at is None else c.price_updated_at.isoformat(),
+            ]
             for c in top.coins
         ],
     }
@@ -71,6 +82,32 @@ def load(directory: Path, stale_after: float) -> tuple[TopList, str] | None:
         return None
 
 
+def _coin(
+    rank: int,
+    symbol: str,
+    name: str,
+    price: str | None,
+    cmc_id: int | None,
+    provider_asset_id: int | None,
+    volume: float | None,
+    market_cap: float | None,
+    change: float | None,
+    updated_at: str | None,
+) -> Coin:
+    return Coin(
+        rank=int(rank),
+        symbol=str(symbol),
+        name=str(name),
+        price_usd=None if price is None else Decimal(price),
+        cmc_id=None if cmc_id is None else int(cmc_id),
+        provider_asset_id=None if provider_asset_id is None else int(provider_asset_id),
+        volume_24h_usd=None if volume is None else float(volume),
+        market_cap_usd=None if market_cap is None else float(market_cap),
+        percent_change_24h=None if change is None else float(change),
+        price_updated_at=None if updated_at is None else datetime.fromisoformat(updated_at),
+    )
+
+
 def _parse(document: dict[str, Any], stale_after: float) -> tuple[TopList, str]:
     if document["format"] != FORMAT:
         raise ValueError(f"format {document['format']!r}, expected {FORMAT}")
@@ -83,8 +120,5 @@ def _parse(document: dict[str, Any], stale_after: float) -> tuple[TopList, str]:
         price_run_id=int(prices["run_id"]),
         priced_at=datetime.fromisoformat(prices["finished_at"]),
     )
-    coins = tuple(
-        Coin(int(rank), str(symbol), str(name), None if price is None else Decimal(price))
-        for rank, symbol, name, price in document["coins"]
-    )
+    coins = tuple(_coin(*fields) for fields in document["coins"])
     return TopList(coins, snapshot, stale_after), str(document["schema"])

@@ -23,7 +23,7 @@ from .cache import NoDataYet, NotLoaded, TopListCache
 from .metrics import ENDPOINT_KEY
 from .problems import Problem, invalid_parameter
 from .request_id import StartResponse, WsgiApp
-from .toplist import MEDIA_TYPES, Rendered
+from .toplist import FIELDS, MEDIA_TYPES, Query, Rendered
 
 bp = Blueprint("top", __name__)
 
@@ -31,6 +31,13 @@ DEFAULT_LIMIT = 200
 ENDPOINT = "top.top_list"
 _OFFERED = ["application/json", "text/csv"]
 _MAX_DIGITS = 9
+# symbols= and ids= select at most this many coins in one request.
+MAX_LIST = 500
+# What tickers are made of: letters and digits of any script, and a few marks
+# (CryptoCompare's "HOT*" and CoinMarketCap's "USD.E", say).
+MAX_SYMBOL_LENGTH = 32
+SYMBOL_PUNCTUATION = "*.-_$@&+"
+MAX_ID = 2**31 - 1
 
 
 @bp.get("/")
@@ -44,7 +51,7 @@ def top_list() -> Response:
 
 def answer(environ: dict[str, Any], cache: TopListCache, config: dict[str, Any]) -> Rendered:
     """The response ``GET /`` gets, or a ``Problem`` saying why not."""
-    limit, fmt = request_shape(
+    query = request_shape(
         environ.get("QUERY_STRING", ""), environ.get("HTTP_ACCEPT"), config["MAX_LIMIT"]
     )
     try:
@@ -53,7 +60,7 @@ def answer(environ: dict[str, Any], cache: TopListCache, config: dict[str, Any])
         raise Problem(503, "No data yet", f"{exc}; the API serves once both scrapers ran") from None
     except NotLoaded as exc:
         raise Problem(503, "Not loaded yet", str(exc), headers={"Retry-After": "1"}) from None
-    return top.render(limit, fmt, time.time(), accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")))
+    return top.render(query, time.time(), accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")))
 
 
 class TopListShortcut:
@@ -89,13 +96,20 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def request_shape(query_string: str, accept: str | None, maximum: int) -> tuple[int, str]:
-    """(limit, format) of a request; memoised because clients repeat the same few queries."""
+def request_shape(query_string: str, accept: str | None, maximum: int) -> Query:
+    """What a request asks for; memoised because clients repeat the same few queries."""
     args = MultiDict(parse_qsl(query_string, keep_blank_values=True, errors="replace"))
-    return _limit(args, maximum), _format(args, accept)
+    return Query(
+        limit=_limit(args, maximum),
+        offset=_offset(args),
+        fmt=negotiated_format(args, accept),
+        symbols=_symbols(args),
+        ids=_ids(args),
+        fields=_fields(args),
+    )
 
 
-def _single(args: MultiDict[str, str], name: str) -> str | None:
+def single(args: MultiDict[str, str], name: str) -> str | None:
     values = args.getlist(name)
     if len(values) > 1:
         raise invalid_parameter(name, "must be given at most once")
@@ -103,7 +117,7 @@ def _single(args: MultiDict[str, str], name: str) -> str | None:
 
 
 def _limit(args: MultiDict[str, str], maximum: int) -> int:
-    raw = _single(args, "limit")
+    raw = single(args, "limit")
     if raw is None:
         return DEFAULT_LIMIT
     reason = f"must be a whole number from 1 to {maximum}"
@@ -115,8 +129,77 @@ def _limit(args: MultiDict[str, str], maximum: int) -> int:
     return value
 
 
-def _format(args: MultiDict[str, str], accept: str | None) -> str:
-    raw = _single(args, "format")
+def _offset(args: MultiDict[str, str]) -> int:
+    raw = single(args, "offset")
+    if raw is None:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > _MAX_DIGITS:
+        reason = f"must be a whole number from 0 to {10**_MAX_DIGITS - 1}"
+        raise invalid_parameter("offset", f"{reason}, got {raw[:20]!r}")
+    return int(raw)
+
+
+def _list(args: MultiDict[str, str], name: str) -> list[str] | None:
+    """A comma-separated list: at most ``MAX_LIST`` entries, none empty."""
+    raw = single(args, name)
+    if raw is None:
+        return None
+    entries = raw.split(",")
+    if len(entries) > MAX_LIST:
+        raise invalid_parameter(name, f"names at most {MAX_LIST} entries, got {len(entries)}")
+    if not all(entries):
+        raise invalid_parameter(name, "must be a comma-separated list without empty entries")
+    return entries
+
+
+def _symbols(args: MultiDict[str, str]) -> tuple[str, ...] | None:
+    entries = _list(args, "symbols")
+    if entries is None:
+        return None
+    for entry in entries:
+        if len(entry) > MAX_SYMBOL_LENGTH or not all(
+            c.isalnum() or c in SYMBOL_PUNCTUATION for c in entry
+        ):
+            raise invalid_parameter(
+                "symbols",
+                f"{entry[:40]!r} is not a ticker: at most {MAX_SYMBOL_LENGTH} letters, digits "
+                f"or {' '.join(SYMBOL_PUNCTUATION)}",
+            )
+    return tuple(dict.fromkeys(entries))
+
+
+def _ids(args: MultiDict[str, str]) -> tuple[int, ...] | None:
+    entries = _list(args, "ids")
+    if entries is None:
+        return None
+    ids = []
+    for entry in entries:
+        if not (entry.isascii() and entry.isdigit() and len(entry) <= 10) or not (
+            0 < int(entry) <= MAX_ID
+        ):
+            raise invalid_parameter(
+                "ids", f"{entry[:20]!r} is not a CoinMarketCap id (1 to {MAX_ID})"
+            )
+        ids.append(int(entry))
+    return tuple(dict.fromkeys(ids))
+
+
+def _fields(args: MultiDict[str, str]) -> tuple[str, ...] | None:
+    entries = _list(args, "fields")
+    if entries is None:
+        return None
+    for entry in entries:
+        if entry not in FIELDS:
+            raise invalid_parameter(
+                "fields", f"unknown field {entry[:40]!r}; known: {', '.join(FIELDS)}"
+            )
+    if len(set(entries)) != len(entries):
+        raise invalid_parameter("fields", "names a field more than once")
+    return tuple(entries)
+
+
+def negotiated_format(args: MultiDict[str, str], accept: str | None) -> str:
+    raw = single(args, "format")
     if raw is not None:
         if raw not in MEDIA_TYPES:
             raise invalid_parameter("format", f"must be one of json, csv; got {raw[:20]!r}")

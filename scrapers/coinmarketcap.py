@@ -24,6 +24,7 @@ from .payload import (
     id_or_none,
     int_or_none,
     one_line,
+    percent_change_or_none,
     usd_or_none,
 )
 from .ranking import RankedCoin, Ranking, check_length
@@ -58,6 +59,8 @@ class Quote:
     price_usd: Decimal | None
     last_updated: datetime | None
     volume_24h: Decimal | None = None
+    market_cap: Decimal | None = None
+    percent_change_24h: float | None = None
 
 
 @dataclass
@@ -222,6 +225,8 @@ class CoinMarketCapRanking:
                 volume_24h_usd=quote.volume_24h,
                 price_usd=quote.price_usd,
                 price_updated_at=quote.last_updated,
+                market_cap_usd=quote.market_cap,
+                percent_change_24h=quote.percent_change_24h,
             )
             for rank, quote in enumerate(quotes.items[:count], start=1)
         ]
@@ -273,7 +278,7 @@ def _parse_asset(asset: Any) -> Quote:
     label = asset_label(cmc_id, symbol)
     price = usd_or_none(usd.get("price"), PROVIDER, label, "price_usd")
     volume = usd_or_none(usd.get("volume_24h"), PROVIDER, label, "volume_24h_usd")
-    usd_or_none(usd.get("market_cap"), PROVIDER, label, "market_cap_usd")
+    market_cap = usd_or_none(usd.get("market_cap"), PROVIDER, label, "market_cap_usd")
     return Quote(
         cmc_id=cmc_id,
         symbol=symbol,
@@ -283,6 +288,8 @@ def _parse_asset(asset: Any) -> Quote:
         price_usd=price,
         last_updated=datetime_or_none(usd.get("last_updated")),
         volume_24h=volume,
+        market_cap=market_cap,
+        percent_change_24h=percent_change_or_none(usd.get("percent_change_24h")),
     )
 
 

@@ -65,6 +65,18 @@ def usd_or_none(value: Any, provider: str, asset: str, name: str) -> Decimal | N
     return amount
 
 
+# A day's change beyond this many percent is a broken number; it is dropped, not served.
+MAX_PERCENT_CHANGE = Decimal("1e9")
+
+
+def percent_change_or_none(value: Any) -> float | None:
+    """A 24 h change in percent: informative only, so a broken one is left out, not fatal."""
+    number = decimal_or_none(value)
+    if number is None or not -100 <= number <= MAX_PERCENT_CHANGE:
+        return None
+    return float(number)
+
+
 def asset_label(asset_id: int | None, symbol: str) -> str:
     """How a reason names an asset: the provider's id, then its ticker."""
     return symbol if asset_id is None else f"{asset_id} ({symbol})"

@@ -196,12 +196,12 @@ def write_prices(
             PriceQuote.cmc_id,
             literal(run.day),
             PriceQuote.price_usd,
+            PriceQuote.market_cap_usd,
+            PriceQuote.percent_change_24h,
         ).where(PriceQuote.day == ranking.day, PriceQuote.run_id == ranking.run_id)
-        session.execute(
-            insert(PriceQuote).from_select(
-                ["last_updated", "run_id", "cmc_id", "day", "price_usd"], copied
-            )
-        )
+        columns = ["last_updated", "run_id", "cmc_id", "day", "price_usd"]
+        columns += ["market_cap_usd", "percent_change_24h"]
+        session.execute(insert(PriceQuote).from_select(columns, copied))
     if quotes:
         session.execute(
             insert(PriceQuote),
@@ -212,6 +212,8 @@ def write_prices(
                     "cmc_id": quote.cmc_id,
                     "price_usd": quote.price_usd,
                     "last_updated": quote.last_updated,
+                    "market_cap_usd": quote.market_cap,
+                    "percent_change_24h": quote.percent_change_24h,
                 }
                 for quote in quotes
             ],

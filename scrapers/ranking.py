@@ -25,6 +25,8 @@ class RankedCoin:
     volume_24h_usd: Decimal | None = None
     price_usd: Decimal | None = None
     price_updated_at: datetime | None = None
+    market_cap_usd: Decimal | None = None
+    percent_change_24h: float | None = None
 
 
 @dataclass

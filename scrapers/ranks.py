@@ -169,6 +169,8 @@ def _store_listing_quotes(session: Session, run: ScrapeRun, coins: list[RankedCo
                     "cmc_id": cmc_id,
                     "price_usd": coin.price_usd,
                     "last_updated": coin.price_updated_at,
+                    "market_cap_usd": coin.market_cap_usd,
+                    "percent_change_24h": coin.percent_change_24h,
                 }
                 for cmc_id, coin in quotes.items()
             ],

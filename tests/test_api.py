@@ -32,13 +32,20 @@ def test_json_lists_ranked_coins_with_prices_and_scrape_times(client, two_coins)
     assert response.status_code == 200
     assert response.content_type == "application/json"
     document = response.get_json()
+    unknown = dict.fromkeys(
+        ("provider_asset_id", "price_updated_at", "volume_24h_usd", "market_cap_usd"), None
+    )
     assert document["data"] == [
-        {"rank": 1, "symbol": "BTC", "name": "Bitcoin", "price_usd": 96463.34789639605},
-        {"rank": 2, "symbol": "ETH", "name": "Ethereum", "price_usd": 1e-08},
-        {"rank": 3, "symbol": "NOPE", "name": "Nowhere", "price_usd": None},
-    ]
+        {"rank": 1, "symbol": "BTC", "name": "Bitcoin", "cmc_id": 1, **unknown,
+         "price_usd": 96463.34789639605, "percent_change_24h": None},
+        {"rank": 2, "symbol": "ETH", "name": "Ethereum", "cmc_id": 1027, **unknown,
+         "price_usd": 1e-08, "percent_change_24h": None},
+        {"rank": 3, "symbol": "NOPE", "name": "Nowhere", "cmc_id": None, **unknown,
+         "price_usd": None, "percent_change_24h": None},
+    ]  # fmt: skip
     meta = document["meta"]
     assert meta["count"] == 3
+    assert meta["total"] == 3
     assert meta["unpriced"] == 1
     assert meta["stale"] is False
     for part in ("ranking", "prices"):

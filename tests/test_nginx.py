@@ -444,7 +444,10 @@ def test_gunicorn_down_is_a_502_problem(scraped, gunicorn: Gunicorn) -> None:
         gunicorn.stop()
         problem = assert_problem(exchange(nginx.port, get("/healthz")), 502)
         assert "not answering" in problem["detail"]
-        log = [json.loads(line) for line in nginx.output().splitlines() if line.startswith("{")]
+        # nginx writes its log line after the answer has left.
+        log = wait_for(
+            lambda: [json.loads(line) for line in nginx.output().splitlines() if line[:1] == "{"]
+        )
         assert [(entry["status"], entry["level"]) for entry in log] == [(502, "ERROR")]
 
 

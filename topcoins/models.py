@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -217,6 +218,9 @@ class RankingEntry(Base):
             postgresql_using="brin",
             postgresql_with={"pages_per_range": BRIN_PAGES_PER_RANGE},
         ),
+        # A coin's history (``api.history``): its rows of a day, in a few pages of index.
+        # Deduplicated, an asset's 1 440 rows a day take some 9 KB of this index.
+        Index("ix_ranking_entries_asset_id", "asset_id"),
         {"postgresql_partition_by": "RANGE (day)"},
     )
     # No primary key in the table (see above); the ORM needs one to map it.
@@ -237,6 +241,9 @@ class PriceQuote(Base):
     cmc_id: Mapped[int] = mapped_column(Integer)
     day: Mapped[int] = mapped_column(SmallInteger)
     price_usd: Mapped[Decimal | None] = mapped_column(Numeric)
+    # Served, never computed on: a float is enough, and keeps the row narrow.
+    market_cap_usd: Mapped[float | None] = mapped_column(Double)
+    percent_change_24h: Mapped[float | None] = mapped_column(REAL)
 
     __table_args__ = (
         Index(
@@ -245,6 +252,7 @@ class PriceQuote(Base):
             postgresql_using="brin",
             postgresql_with={"pages_per_range": BRIN_PAGES_PER_RANGE},
         ),
+        Index("ix_price_quotes_cmc_id", "cmc_id"),
         {"postgresql_partition_by": "RANGE (day)"},
     )
     __mapper_args__ = {"primary_key": [run_id, cmc_id]}  # noqa: RUF012
@@ -366,7 +374,12 @@ SELECT
     ranking_run.measure AS ranking_measure,
     ranking_run.finished_at AS ranked_at,
     price_run.id AS price_run_id,
-    price_run.finished_at AS priced_at
+    price_run.finished_at AS priced_at,
+    a.provider_asset_id,
+    e.volume_24h_usd,
+    p.market_cap_usd,
+    p.percent_change_24h,
+    p.last_updated AS price_updated_at
 FROM ranking_run
 JOIN ranking_entries e
     ON e.day = (SELECT day FROM ranking_run) AND e.run_id = (SELECT id FROM ranking_run)
@@ -435,6 +448,11 @@ top_coins = table(
     column("ranked_at", DateTime(timezone=True)),
     column("price_run_id", BigInteger),
     column("priced_at", DateTime(timezone=True)),
+    column("provider_asset_id", BigInteger),
+    column("volume_24h_usd", REAL),
+    column("market_cap_usd", Double),
+    column("percent_change_24h", REAL),
+    column("price_updated_at", DateTime(timezone=True)),
 )
 
 rankings = table(

@@ -281,6 +281,10 @@ class ApiSettings:
     # Where each worker saves the list it serves, for a worker started while the database is
     # away; gunicorn.conf.py gives every server a fresh one (an emptyDir in Kubernetes).
     state_dir: Path | None = None
+    # A coin's history is the one answer read from the database per request: each query
+    # gets this long, and a window at most this many points.
+    history_budget_seconds: float = 2.0
+    history_max_points: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -296,4 +300,10 @@ class ApiSettings:
             metrics_multiprocess=bool(_text(env, "PROMETHEUS_MULTIPROC_DIR")),
             tracing=exports_traces(env),
             state_dir=_directory(env, "API_STATE_DIR"),
+            history_budget_seconds=_number(
+                env, "HISTORY_BUDGET_SECONDS", cls.history_budget_seconds, minimum=0.1, maximum=4
+            ),
+            history_max_points=_integer(
+                env, "HISTORY_MAX_POINTS", cls.history_max_points, minimum=10, maximum=100_000
+            ),
         )
