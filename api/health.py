@@ -14,6 +14,10 @@ from .problems import Problem
 
 bp = Blueprint("health", __name__)
 
+# The version of the HTTP interface (api/openapi.json's info.version), apart from the
+# release's: a breaking change goes under a /v2 prefix, and / stays what it is.
+API_VERSION = "1.1.0"
+
 
 @bp.get("/healthz")
 def healthz() -> Response:
@@ -45,7 +49,13 @@ def readyz() -> Response:
 
 @bp.get("/version")
 def version() -> Response:
-    return _uncached(jsonify(version=__version__, commit=current_app.config["GIT_COMMIT"]))
+    return _uncached(
+        jsonify(
+            version=__version__,
+            api_version=API_VERSION,
+            commit=current_app.config["GIT_COMMIT"],
+        )
+    )
 
 
 def _uncached(response: Response) -> Response:

@@ -200,6 +200,7 @@ def test_healthz_and_version(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     version = client.get("/version").get_json()
     assert version["version"] == "0.1.0"
+    assert version["api_version"] == "1.1.0"
     assert len(version["commit"]) == 40 or version["commit"] == "unknown"
 
 
