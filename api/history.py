@@ -176,7 +176,9 @@ def parse_window(cmc_id: str, args: MultiDict[str, str], accept: str | None) -> 
         raise invalid_parameter(
             "cmc_id", f"must be a CoinMarketCap id (1 to {MAX_ID}); got {cmc_id[:20]!r}", "path"
         )
-    interval = single(args, "interval") or DEFAULT_INTERVAL
+    interval = single(args, "interval")
+    if interval is None:
+        interval = DEFAULT_INTERVAL
     if interval not in INTERVALS:
         raise invalid_parameter(
             "interval", f"must be one of {', '.join(INTERVALS)}; got {interval[:20]!r}"

@@ -98,6 +98,8 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 @lru_cache(maxsize=1024)
 def request_shape(query_string: str, accept: str | None, maximum: int) -> Query:
     """What a request asks for; memoised because clients repeat the same few queries."""
+    # WSGI gives the query's bytes as Latin-1; a client may send UTF-8 unescaped.
+    query_string = query_string.encode("latin-1", "replace").decode("utf-8", "replace")
     args = MultiDict(parse_qsl(query_string, keep_blank_values=True, errors="replace"))
     return Query(
         limit=_limit(args, maximum),

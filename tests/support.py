@@ -62,40 +62,58 @@ class Store:
 
     def ranking(
         self,
-        coins: Sequence[tuple[str, str] | tuple[str, str, int | None, str | None]],
+        coins: Sequence[tuple[str, str] | tuple[str, str, int | None, str | None] | RankedCoin],
         source: Source = Source.COINDESK,
+        at: datetime | None = None,
     ) -> int:
-        """Coins as (symbol, name), or (symbol, name, cmc_id, resolved_by) once resolved."""
+        """Coins as (symbol, name), or (symbol, name, cmc_id, resolved_by) once resolved, or
+        as a ranking client returns them (resolved by the provider's id where it names one).
+
+        ``at`` is when the run happened, for a history; now by default.
+        """
         resolved = [
-            (
+            (coin, coin.cmc_id, "provider" if coin.cmc_id else None)
+            if isinstance(coin, RankedCoin)
+            else (
                 RankedCoin(rank=rank, symbol=coin[0], name=coin[1]),
                 coin[2] if len(coin) > 2 else None,
                 coin[3] if len(coin) > 3 else None,
             )
             for rank, coin in enumerate(coins, start=1)
         ]
-        record = RunRecord(RunKind.RANKING, source, datetime.now(UTC), measure=MEASURES[source])
+        record = RunRecord(
+            RunKind.RANKING, source, at or datetime.now(UTC), measure=MEASURES[source]
+        )
         return self._write(
-            record, Snapshot(len(resolved), partial(write_ranking, resolved=resolved))
+            record,
+            Snapshot(len(resolved), partial(write_ranking, resolved=resolved)),
+            finished_at=at,
         )
 
-    def prices(self, quotes: Sequence[tuple[int, str, str, int | None, str | None]]) -> int:
-        """Quotes as (cmc_id, symbol, name, cmc_rank, price), as a lookup by id or ticker gives.
+    def prices(
+        self,
+        quotes: Sequence[tuple[int, str, str, int | None, str | None] | Quote],
+        at: datetime | None = None,
+    ) -> int:
+        """Quotes as (cmc_id, symbol, name, cmc_rank, price), as a lookup by id or ticker gives,
+        or as the client parsed them.
 
         Coins of the latest ranking without an id are matched to them by ticker, as a prices
         run does while the id map is not trusted.
         """
         found = [
-            Quote(
-                cmc_id=cmc_id,
-                symbol=symbol,
-                name=name,
+            quote
+            if isinstance(quote, Quote)
+            else Quote(
+                cmc_id=quote[0],
+                symbol=quote[1],
+                name=quote[2],
                 slug=None,
-                cmc_rank=cmc_rank,
-                price_usd=None if price is None else Decimal(price),
+                cmc_rank=quote[3],
+                price_usd=None if quote[4] is None else Decimal(quote[4]),
                 last_updated=None,
             )
-            for cmc_id, symbol, name, cmc_rank, price in quotes
+            for quote in quotes
         ]
         with Session(self.engine) as session, session.begin():
             ranking = latest_ranking(session)
@@ -106,8 +124,8 @@ class Store:
             quotes=found,
             matches=ticker_matches(unresolved, found),
         )
-        record = RunRecord(RunKind.PRICES, Source.COINMARKETCAP, datetime.now(UTC))
-        return self._write(record, Snapshot(len(found), write, credit_count=1))
+        record = RunRecord(RunKind.PRICES, Source.COINMARKETCAP, at or datetime.now(UTC))
+        return self._write(record, Snapshot(len(found), write, credit_count=1), finished_at=at)
 
     def alias(self, symbol: str, cmc_id: int) -> None:
         with Session(self.engine) as session, session.begin():
@@ -131,12 +149,17 @@ class Store:
             rows = connection.execute(text("SELECT * FROM top_coins ORDER BY rank"))
             return [dict(row._mapping) for row in rows]
 
-    def _write(self, record: RunRecord, snapshot: Snapshot) -> int:
+    def _write(
+        self, record: RunRecord, snapshot: Snapshot, finished_at: datetime | None = None
+    ) -> int:
         with Session(self.engine) as session:
             with session.begin():
                 ensure_partitions(session, record.day)
             with session.begin():
-                return write_snapshot(session, record, snapshot).id
+                run = write_snapshot(session, record, snapshot)
+                if finished_at is not None:
+                    run.finished_at = finished_at
+                return run.id
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 2.0) -> T:

@@ -33,6 +33,7 @@ import pytest
 import requests
 import yaml
 from alembic import command
+from sqlalchemy import Engine, text
 
 from fakeproviders import FakeProviders
 from scrapers.cli import main as scrapers_main
@@ -53,6 +54,7 @@ TITLES = {
     405: "Method Not Allowed",
     413: "Content Too Large",
     414: "URI Too Long",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     502: "Bad Gateway",
@@ -449,6 +451,41 @@ def test_gunicorn_down_is_a_502_problem(scraped, gunicorn: Gunicorn) -> None:
             lambda: [json.loads(line) for line in nginx.output().splitlines() if line[:1] == "{"]
         )
         assert [(entry["status"], entry["level"]) for entry in log] == [(502, "ERROR")]
+
+
+@needs_nginx
+def test_history_requests_beyond_two_at_once_are_told_to_retry(
+    scraped, db: Engine, gunicorn: Gunicorn
+) -> None:
+    """Two slow history queries take two workers; a third waits for nothing but a 429."""
+    with Nginx(f"127.0.0.1:{gunicorn.port}") as nginx:
+        url = nginx.base + "/coins/1/history"
+        assert status(url) == 200
+        with db.connect() as blocker, blocker.begin(), ThreadPoolExecutor(2) as pool:
+            blocker.execute(text("LOCK TABLE ranking_entries IN ACCESS EXCLUSIVE MODE"))
+            held = [
+                pool.submit(requests.get, f"{url}?interval={interval}", timeout=10)
+                for interval in ("5m", "1d")
+            ]
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND application_name = 'top-coins-api'"
+                " AND query LIKE '%date_bin%'"
+            )
+
+            def both_wait() -> bool:
+                # A connection of its own: a transaction sees pg_stat_activity frozen.
+                with db.connect() as watcher:
+                    return watcher.scalar(waiting) == 2
+
+            assert wait_for(both_wait, timeout=5)
+            answer = exchange(nginx.port, get("/coins/1/history?interval=1h"))
+            problem = assert_problem(answer, 429)
+            assert answer.headers["retry-after"] == "1"
+            assert "retry" in problem["detail"]
+            blocker.rollback()
+            assert [future.result().status_code for future in held] == [200, 200]
+        assert status(url) == 200
 
 
 @needs_nginx
