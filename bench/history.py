@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from api.history import Window, build
 from bench.common import ROOT, migrated_database
 from devtools.postgres import drop_database, find_server
 from scrapers.history import ensure_partitions, prune, summarize
@@ -96,9 +97,11 @@ def fill(engine: Engine, coins: int, days: int, today: datetime) -> None:
             )
             connection.execute(
                 text(
-                    "INSERT INTO price_quotes (last_updated, run_id, cmc_id, day, price_usd)"
+                    "INSERT INTO price_quotes (last_updated, run_id, cmc_id, day, price_usd,"
+                    " market_cap_usd, percent_change_24h)"
                     " SELECT r.started_at, r.id, c, r.day,"
-                    " round(((1e4 / c) * (1 + random() / 100))::numeric, 12)"
+                    " round(((1e4 / c) * (1 + random() / 100))::numeric, 12),"
+                    " 1e12 / c * (1 + random() / 100), random() * 20 - 10"
                     " FROM scrape_runs r CROSS JOIN generate_series(1, :coins) c"
                     " WHERE r.kind = 'prices' AND r.day = :day ORDER BY r.id, c"
                 ),
@@ -168,6 +171,23 @@ def median_ms(engine: Engine, sql: str, repeat: int) -> tuple[float, float]:
     return statistics.median(server), statistics.median(client)
 
 
+def history_requests(engine: Engine, coins: int, repeat: int) -> dict[str, float]:
+    """What ``GET /coins/{id}/history`` costs the first time per snapshot (later ones are
+    memoised): the median ms of the API's own query, for the top coin and the last one."""
+    medians = {}
+    for label, interval in (("1h", "1h"), ("1m", "1m"), ("1d", "1d")):
+        for cmc_id in (1, coins):
+            window = Window(cmc_id, None, None, interval, "json")
+            build(engine, window, max_points=10_000, budget=30)  # warm
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                answer = build(engine, window, max_points=10_000, budget=30)
+                times.append((time.perf_counter() - started) * 1000)
+            medians[f"{label} #{cmc_id} ({len(answer.body) // 1000} KB)"] = statistics.median(times)
+    return medians
+
+
 def prune_one_day(engine: Engine, days: int, today: datetime) -> tuple[float, int, int]:
     """The scrapers' own pruning at a retention a day shorter: (ms, runs pruned, dead rows)."""
     with engine.connect() as connection:
@@ -204,6 +224,8 @@ class History:
     sizes: Mapping[str, int]
     written: float
     scans: tuple[str, ...]
+    # ms of a coin's history by window, the first request of a snapshot (api.history).
+    history: Mapping[str, float]
 
 
 def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str], None]) -> History:
@@ -240,6 +262,11 @@ def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str],
         poll, poll_trip = median_ms(
             engine, "SELECT kind, id, finished_at FROM latest_runs", repeat * 10
         )
+        requests = history_requests(engine, coins, repeat)
+        log(
+            f"{coins} coins: a coin's history over the default window: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in requests.items())
+        )
         pruned, runs, dead = prune_one_day(engine, days, today)
         log(
             f"{coins} coins: top_coins {view:.1f} ms ({view_trip:.1f} ms round trip), "
@@ -267,6 +294,7 @@ def measure(admin: str, coins: int, days: int, repeat: int, log: Callable[[str],
         sizes=sizes,
         written=written,
         scans=tuple(scans),
+        history=requests,
     )
 
 
