@@ -17,7 +17,7 @@ from topcoins.db import Timeouts, make_engine
 from topcoins.logging import configure_logging
 from topcoins.settings import ApiSettings, ConfigError
 
-from . import health, history, metrics, problems, request_id, top
+from . import health, history, metrics, openapi, problems, request_id, top
 from .cache import TopListCache
 from .freshness import FreshnessCollector
 
@@ -80,10 +80,13 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app.register_blueprint(top.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(history.bp)
+    app.register_blueprint(openapi.bp)
     if settings.tracing:
         # Only when spans are exported: a server span costs more than the rest of a request.
         # Probes and scrapes every few seconds would drown the traces that matter.
-        FlaskInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]  # untyped upstream
+            app, excluded_urls="healthz,readyz,metrics"
+        )
     else:
         app.wsgi_app = top.TopListShortcut(app.wsgi_app, cache, app.config)  # type: ignore[method-assign]
     freshness = FreshnessCollector(cache, __version__, app.config["GIT_COMMIT"])

@@ -7,6 +7,7 @@ request, so the request id is read back from the response header the app set.
 from __future__ import annotations
 
 import datetime
+from collections.abc import MutableMapping
 from typing import Any
 
 from gunicorn import glogging
@@ -14,7 +15,11 @@ from gunicorn import glogging
 
 class AccessLogger(glogging.Logger):
     def access(
-        self, resp: Any, req: Any, environ: dict[str, Any], request_time: datetime.timedelta
+        self,
+        resp: Any,
+        req: Any,
+        environ: MutableMapping[str, Any],
+        request_time: datetime.timedelta,
     ) -> None:
         # logconfig_dict alone would switch access logging on; GUNICORN_ACCESS_LOG="" means off.
         if not self.cfg.accesslog:

@@ -55,7 +55,7 @@ class NotLoaded(Exception):
 class Freshness:
     """The freshness query's rows, and when they were read."""
 
-    rows: list[Row]
+    rows: list[Row[Any]]
     read_at: float
 
 

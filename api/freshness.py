@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -102,7 +102,7 @@ class FreshnessCollector(Collector):
         yield from _totals(freshness.rows[0])
 
 
-def _per_kind(rows: list[Row], now: float) -> Iterator[Metric]:
+def _per_kind(rows: list[Row[Any]], now: float) -> Iterator[Metric]:
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["kind"])
 
@@ -150,7 +150,7 @@ def _per_kind(rows: list[Row], now: float) -> Iterator[Metric]:
     yield info
 
 
-def _totals(row: Row) -> Iterator[Metric]:
+def _totals(row: Row[Any]) -> Iterator[Metric]:
     gauges = [
         (
             "top_coins_coinmarketcap_credits_last_run",

@@ -10,6 +10,7 @@ window changes before then.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -43,6 +44,14 @@ DEFAULT_INTERVAL = "1h"
 CSV_HEADER = ("Time", "Rank", "Price USD")
 # Buckets start at whole intervals since this moment (UTC midnight): days are UTC days.
 ORIGIN = datetime.combine(HISTORY_EPOCH, datetime.min.time(), UTC)
+# The ISO 8601 forms taken for from= and to= (api/openapi.json states the same pattern):
+# a date, or a date and time of day, with an optional offset.  fromisoformat alone would
+# also take week dates, basic format and seconds in offsets, which no document promises.
+MOMENT = re.compile(
+    r"20[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"(?:[T ](?:[01][0-9]|2[0-3])(?::[0-5][0-9](?::[0-5][0-9](?:[.,][0-9]{1,6})?)?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?)?"
+)
 # Moments outside these years are typing mistakes, not windows.
 EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 # Bodies kept per worker, in bytes: a week at 1 h is ~20 KB, 10 000 points ~1 MB.
@@ -195,6 +204,8 @@ def _moment(args: MultiDict[str, str], name: str) -> datetime | None:
         return None
     reason = "must be an ISO 8601 date or time, such as 2026-11-25T10:00:00Z (UTC if no offset)"
     try:
+        if not MOMENT.fullmatch(raw):
+            raise ValueError(raw)
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise invalid_parameter(name, f"{reason}; got {raw[:40]!r}") from None

@@ -100,7 +100,7 @@ def _method(environ: dict[str, Any]) -> str:
 
 def _endpoint(environ: dict[str, Any]) -> str:
     """The Flask view that answered: routes are fixed, so their names are too."""
-    return environ.get(ENDPOINT_KEY, NO_ENDPOINT)
+    return str(environ.get(ENDPOINT_KEY, NO_ENDPOINT))
 
 
 @bp.get("/metrics")
@@ -129,7 +129,7 @@ def init_app(
         def exposed() -> CollectorRegistry:
             # Per scrape: the workers' files, read afresh, and the collectors beside them.
             fresh = CollectorRegistry()
-            MultiProcessCollector(fresh)
+            MultiProcessCollector(fresh)  # type: ignore[no-untyped-call]  # untyped upstream
             for collector in collectors:
                 fresh.register(collector)
             return fresh

@@ -364,7 +364,7 @@ def _choose_port(port_file: Path) -> int:
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port = int(sock.getsockname()[1])
     port_file.write_text(f"{port}\n")
     return port
 

@@ -681,7 +681,7 @@ def _market_cap_target(asset: CmcAsset, rng: random.Random) -> float:
     if asset.cmc_rank is None:
         return rng.uniform(1e4, 1e6)
     jittered = asset.cmc_rank + rng.uniform(0, _RANK_JITTER)
-    return _TOTAL_MARKET_CAP * 0.6 / jittered**1.6
+    return float(_TOTAL_MARKET_CAP * 0.6 / jittered**1.6)
 
 
 def _date_added(rng: random.Random) -> str:

@@ -78,7 +78,7 @@ class HeaderDict(dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return self._name(key) is not None
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         name = self._name(key)
         return default if name is None else super().__getitem__(name)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Mapping
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy import create_engine, pool, text
@@ -29,14 +31,14 @@ target_metadata = Base.metadata
 def _url() -> str:
     explicit = config.attributes.get("database_url")
     if explicit:
-        return explicit
+        return str(explicit)
     try:
         return database_url(os.environ)
     except ConfigError as exc:
         sys.exit(f"alembic: {exc}")
 
 
-def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+def include_name(name: str | None, type_: str, parent_names: Mapping[Any, str | None]) -> bool:
     """The history tables' daily partitions are made by the scrapers, not by migrations."""
     return not (type_ == "table" and name is not None and _PARTITION.search(name))
 

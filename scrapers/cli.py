@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser().parse_args(argv)
     env = os.environ if environ is None else environ
     try:
-        return args.command(args, env)
+        return int(args.command(args, env))
     except ConfigError as exc:
         print(f"scrapers: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -186,7 +186,9 @@ def _or_unlimited(value: int | None) -> str:
     return "no limit" if value is None else str(value)
 
 
-def _ranking_top(make: Callable[[Mapping[str, str], HttpSettings], RankingClient]) -> Callable:
+def _ranking_top(
+    make: Callable[[Mapping[str, str], HttpSettings], RankingClient],
+) -> Callable[[argparse.Namespace, Mapping[str, str]], int]:
     def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         configure_logging(env.get("LOG_LEVEL", "WARNING"))
         client = make(env, HttpSettings.from_env(env))

@@ -84,7 +84,7 @@ def _metadata_count(payload: dict[str, Any]) -> int | None:
     """Older answers have no ``MetaData``: then only a short page says where the ranking ends."""
     metadata = payload.get("MetaData")
     if isinstance(metadata, dict) and isinstance(metadata.get("Count"), int):
-        return metadata["Count"]
+        return int(metadata["Count"])
     return None
 
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import requests
@@ -144,7 +144,7 @@ class Store:
             ):
                 session.execute(text(statement), {"d": days})
 
-    def top_coins(self) -> list[dict]:
+    def top_coins(self) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
             rows = connection.execute(text("SELECT * FROM top_coins ORDER BY rank"))
             return [dict(row._mapping) for row in rows]
@@ -192,7 +192,7 @@ def run_scrapers(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class Gunicorn:

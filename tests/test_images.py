@@ -31,6 +31,7 @@ import pytest
 import requests
 from sqlalchemy import Engine, create_engine, text
 
+from api.health import API_VERSION
 from tests.dockerfile import Copy, Dockerfile, DockerIgnore, Stage
 from tests.support import (
     CMC_KEY,
@@ -390,7 +391,11 @@ def test_api_image_serves_and_stops_within_the_graceful_timeout(
             assert status(base + "/healthz") == 200, log.read_text()
             assert wait_for(lambda: status(base + "/readyz") == 200, timeout=10), log.read_text()
             version = requests.get(base + "/version", timeout=2).json()
-            assert version == {"version": __version__, "commit": BUILD_ARGS["GIT_COMMIT"]}
+            assert version == {
+                "version": __version__,
+                "api_version": API_VERSION,
+                "commit": BUILD_ARGS["GIT_COMMIT"],
+            }
             stopping = time.monotonic()
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=graceful) == 0, log.read_text()

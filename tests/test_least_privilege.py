@@ -53,9 +53,11 @@ def test_reader_role_serves_the_api(reader_url, store):
         client = app.test_client()
         # The list is loaded in the background: ready once it is.
         assert wait_for(lambda: client.get("/readyz").status_code == 200, timeout=5)
-        assert client.get("/").get_json()["data"] == [
+        assert client.get("/?fields=rank,symbol,name,price_usd").get_json()["data"] == [
             {"rank": 1, "symbol": "BTC", "name": "Bitcoin", "price_usd": 5}
         ]
+        # A coin's history is read per request, by the same role.
+        assert client.get("/coins/1/history").get_json()["data"][0]["price_usd"] == 5
     finally:
         app.extensions["toplist"].stop()
         app.extensions["engine"].dispose()
