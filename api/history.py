@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.datastructures import MultiDict
 from werkzeug.http import http_date, quote_etag
 
@@ -236,7 +236,7 @@ def build(engine: Engine, window: Window, *, max_points: int, budget: float) -> 
                 {"ms": str(round(budget * 1000))},
             )
             return _build(connection, window, step, max_points)
-    except OperationalError as exc:
+    except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled
             raise Problem(
                 503,
@@ -245,13 +245,6 @@ def build(engine: Engine, window: Window, *, max_points: int, budget: float) -> 
                 " ask for a shorter window or a coarser interval",
                 headers={"Retry-After": "5"},
             ) from None
-        raise Problem(
-            503,
-            "Database unavailable",
-            "the history is read from the database, which is away",
-            headers={"Retry-After": "5"},
-        ) from None
-    except DBAPIError:
         raise Problem(
             503,
             "Database unavailable",
