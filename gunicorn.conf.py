@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from topcoins.logging import context_filter_path, json_formatter_path
+from topcoins.jsonlogs import context_filter_path, json_formatter_path
 from topcoins.settings import ApiSettings, ConfigError
 
 

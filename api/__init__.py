@@ -12,12 +12,12 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from prometheus_client import Counter
 
 from topcoins import __version__
-from topcoins.build import git_commit
+from topcoins.buildinfo import git_commit
 from topcoins.db import Timeouts, make_engine
-from topcoins.logging import configure_logging
+from topcoins.jsonlogs import configure_logging
 from topcoins.settings import ApiSettings, ConfigError
 
-from . import health, history, metrics, openapi, problems, request_id, top
+from . import health, history, list_endpoint, metrics, openapi, problems, request_id
 from .cache import TopListCache
 from .freshness import FreshnessCollector
 
@@ -77,7 +77,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
     app.extensions["toplist"] = cache
     app.extensions["history"] = history.HistoryMemo()
     problems.init_app(app)
-    app.register_blueprint(top.bp)
+    app.register_blueprint(list_endpoint.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(openapi.bp)
@@ -88,7 +88,7 @@ def create_app(settings: ApiSettings | None = None) -> Flask:
             app, excluded_urls="healthz,readyz,metrics"
         )
     else:
-        app.wsgi_app = top.TopListShortcut(app.wsgi_app, cache, app.config)  # type: ignore[method-assign]
+        app.wsgi_app = list_endpoint.TopListShortcut(app.wsgi_app, cache, app.config)  # type: ignore[method-assign]
     freshness = FreshnessCollector(cache, __version__, app.config["GIT_COMMIT"])
     metrics.init_app(app, registry, (freshness,))
     request_id.init_app(app)

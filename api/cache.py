@@ -26,12 +26,12 @@ from prometheus_client import Counter
 from psycopg import sql
 from sqlalchemy import Connection, Engine, Row, select, text
 
-from topcoins.build import schema_head, schema_is_behind
+from topcoins.buildinfo import schema_head, schema_is_behind
 from topcoins.models import SNAPSHOT_CHANNEL, RunKind, latest_runs, top_coins
 
 from . import saved_list
 from .freshness import FRESHNESS_SQL
-from .toplist import Coin, Snapshot, TopList
+from .rendered_list import Coin, Snapshot, TopList
 
 log = logging.getLogger("api.cache")
 

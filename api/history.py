@@ -28,9 +28,9 @@ from werkzeug.http import http_date, quote_etag
 from topcoins.models import HISTORY_EPOCH, history_day
 
 from .cache import NoDataYet, NotLoaded, TopListCache
+from .list_endpoint import MAX_ID, negotiated_format, single
 from .problems import Problem, invalid_parameter
-from .top import MAX_ID, negotiated_format, single
-from .toplist import MEDIA_TYPES, csv_line, decimal_text, iso, json_bytes
+from .rendered_list import MEDIA_TYPES, csv_line, decimal_text, iso, json_bytes
 
 bp = Blueprint("history", __name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask
 
-from topcoins.logging import request_id
+from topcoins.jsonlogs import request_id
 
 HEADER = "X-Request-ID"
 NOSNIFF = ("X-Content-Type-Options", "nosniff")

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .toplist import Coin, Snapshot, TopList
+from .rendered_list import Coin, Snapshot, TopList
 
 log = logging.getLogger("api.saved_list")
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from topcoins.logging import configure_logging
+from topcoins.jsonlogs import configure_logging
 from topcoins.models import Source
 from topcoins.settings import (
     CoinDeskSettings,

@@ -8,7 +8,7 @@ from topcoins.models import Source
 from topcoins.settings import CoinDeskSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
-from .http import ProviderSession
+from .http_session import ProviderSession
 from .payload import (
     asset_label,
     id_or_none,

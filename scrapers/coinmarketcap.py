@@ -17,7 +17,7 @@ from topcoins.models import Source
 from topcoins.settings import CoinMarketCapSettings, HttpSettings
 
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
-from .http import ProviderSession
+from .http_session import ProviderSession
 from .payload import (
     asset_label,
     datetime_or_none,

@@ -14,7 +14,7 @@ from topcoins.settings import CryptoCompareSettings, HttpSettings
 
 from .coindesk import raise_err
 from .errors import InvalidPayload, ProviderRejected, ProviderUnavailable
-from .http import ProviderSession
+from .http_session import ProviderSession
 from .payload import (
     asset_label,
     id_or_none,

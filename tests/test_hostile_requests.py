@@ -9,7 +9,7 @@ import sys
 
 from flask.testing import FlaskClient
 
-from api.toplist import RENDERED_KEPT
+from api.rendered_list import RENDERED_KEPT
 
 
 def test_a_thousand_made_up_methods_leave_the_metrics_flat(client, store):

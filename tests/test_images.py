@@ -43,7 +43,7 @@ from tests.support import (
     wait_for,
 )
 from topcoins import __version__
-from topcoins.build import schema_head
+from topcoins.buildinfo import schema_head
 from topcoins.settings import database_url
 
 DOCKERFILES = {"api": ROOT / "Dockerfile.api", "scraper": ROOT / "Dockerfile.scraper"}

@@ -40,7 +40,7 @@ from tests.support import (
     gunicorn_setting,
     wait_for,
 )
-from topcoins.build import schema_head
+from topcoins.buildinfo import schema_head
 from topcoins.settings import database_url
 
 if manifests.kubectl() is None:

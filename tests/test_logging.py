@@ -12,7 +12,7 @@ import requests
 
 from fakeproviders import Fault
 from tests.support import run_scrapers
-from topcoins.logging import ContextFilter, Formatter
+from topcoins.jsonlogs import ContextFilter, Formatter
 
 
 def json_lines(text: str) -> list[dict]:

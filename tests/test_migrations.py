@@ -19,7 +19,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from devtools.postgres import drop_database, ensure_database
 from tests.support import ROOT, alembic_config
-from topcoins.build import schema_head
+from topcoins.buildinfo import schema_head
 from topcoins.models import VIEWS
 from topcoins.settings import database_url
 

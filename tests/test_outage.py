@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from devtools.postgres import drop_database
 from scrapers.cli import main as scrapers_main
 from tests.support import Gunicorn, Store, TcpProxy, alembic_config, wait_for
-from topcoins.build import schema_head
+from topcoins.buildinfo import schema_head
 from topcoins.settings import database_url
 
 BTC = ("BTC", "Bitcoin", 1, "symbol")

@@ -22,8 +22,8 @@ from werkzeug.http import parse_accept_header
 from .cache import NoDataYet, NotLoaded, TopListCache
 from .metrics import ENDPOINT_KEY
 from .problems import Problem, invalid_parameter
+from .rendered_list import FIELDS, MEDIA_TYPES, Query, Rendered
 from .request_id import StartResponse, WsgiApp
-from .toplist import FIELDS, MEDIA_TYPES, Query, Rendered
 
 bp = Blueprint("top", __name__)
 

@@ -67,7 +67,7 @@ class Coin:
 
 @dataclass(frozen=True)
 class Query:
-    """What a request asks of the list, checked (``api.top``): one memoised body each."""
+    """What a request asks of the list, checked (``api.list_endpoint``): one memoised body each."""
 
     limit: int
     offset: int = 0
