@@ -28,16 +28,6 @@ def cpu_limit() -> int:
     return os.cpu_count() or 1
 
 
-# Workers count requests in files here, summed at /metrics.  prometheus_client picks its
-# multiprocess mode when first imported, which happens in the master as soon as gunicorn loads
-# logger_class below (it imports the api package): so the variable is set here, at load time.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="top-coins-metrics-")
-# The list the workers serve, saved for a worker that starts while the database is away: one
-# directory per server, so two servers on one machine never serve each other's lists.
-if not os.environ.get("API_STATE_DIR"):
-    os.environ["API_STATE_DIR"] = tempfile.mkdtemp(prefix="top-coins-api-")
-
 wsgi_app = "api:create_app()"
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8080')}")
 # Responses are served from memory, so workers are CPU-bound: two per CPU is plenty.
@@ -50,7 +40,7 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
-logger_class = "api.access_log.AccessLogger"
+logger_class = "topcoins.access_log.AccessLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -73,7 +63,19 @@ logconfig_dict = {
 
 
 def on_starting(server: object) -> None:
-    """Fail fast in the master, once, with one line; start metrics from a clean directory."""
+    """Fail fast in the master, once, with one line; start metrics from a clean directory.
+
+    Runs in the master before any worker forks (and before anything imports
+    prometheus_client, which reads its directory once, at import): the directories the
+    workers share are chosen here, into the environment the workers inherit.
+    """
+    # Workers count requests in files here, summed at /metrics.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="top-coins-metrics-")
+    # The list the workers serve, saved for a worker that starts while the database is away:
+    # one directory per server, so two servers on one machine never serve each other's lists.
+    if not os.environ.get("API_STATE_DIR"):
+        os.environ["API_STATE_DIR"] = tempfile.mkdtemp(prefix="top-coins-api-")
     try:
         ApiSettings.from_env(os.environ)
     except ConfigError as exc:

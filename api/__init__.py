@@ -12,7 +12,6 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from prometheus_client import Counter
 
 from topcoins import __version__
-from topcoins.buildinfo import git_commit
 from topcoins.db import Timeouts, make_engine
 from topcoins.jsonlogs import configure_logging
 from topcoins.settings import ApiSettings, ConfigError
@@ -43,20 +42,21 @@ class TopCoinsFlask(Flask):
 
 
 def create_app(settings: ApiSettings | None = None) -> Flask:
+    """gunicorn's factory (``api:create_app()``) reads the environment, once, here."""
     if settings is None:
-        configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
         try:
             settings = ApiSettings.from_env(os.environ)
         except ConfigError as exc:
             print(f"api: configuration error: {exc}", file=sys.stderr)  # noqa: T201
             sys.exit(2)
+        configure_logging(settings.log_level)
     app = TopCoinsFlask(__name__)
     engine = make_engine(
         settings.database_url, application_name="top-coins-api", timeouts=API_TIMEOUTS
     )
     app.config.update(
         MAX_LIMIT=settings.max_limit,
-        GIT_COMMIT=git_commit(os.environ),
+        GIT_COMMIT=settings.commit,
         HISTORY_MAX_POINTS=settings.history_max_points,
         HISTORY_BUDGET_SECONDS=settings.history_budget_seconds,
     )

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import sqlalchemy
 from sqlalchemy import Engine
 
-from topcoins.tracing import instrument_libraries
-
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -38,7 +36,6 @@ def make_engine(
     timeouts: Timeouts | None = None,
 ) -> Engine:
     """One engine per process; ``pool_pre_ping`` so a restarted database is survived."""
-    instrument_libraries()
     limits = timeouts or Timeouts()
     settings = {
         "statement_timeout": limits.statement,

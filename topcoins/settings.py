@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from topcoins.buildinfo import git_commit
 from topcoins.models import Source
 
 DEFAULT_COINDESK_BASE_URL = "https://data-api.coindesk.com"
@@ -285,6 +286,9 @@ class ApiSettings:
     # gets this long, and a window at most this many points.
     history_budget_seconds: float = 2.0
     history_max_points: int = 10_000
+    log_level: str = "INFO"
+    # The commit /version names: GIT_COMMIT as stamped into images, else the checkout's.
+    commit: str = "unknown"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -306,4 +310,6 @@ class ApiSettings:
             history_max_points=_integer(
                 env, "HISTORY_MAX_POINTS", cls.history_max_points, minimum=10, maximum=100_000
             ),
+            log_level=env.get("LOG_LEVEL", cls.log_level),
+            commit=git_commit(env),
         )

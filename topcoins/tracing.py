@@ -41,6 +41,7 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> TracerProvid
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         _provider[:] = [current]
+        instrument_libraries()
         return current
     resource = Resource.create(
         {SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name, SERVICE_VERSION: __version__}
@@ -52,6 +53,7 @@ def configure_tracing(service_name: str, env: Mapping[str, str]) -> TracerProvid
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider[:] = [provider]
+    instrument_libraries()
     return provider
 
 
@@ -109,9 +111,10 @@ def span(tracer: str, name: str, attributes: Mapping[str, str]) -> Iterator[Span
 def instrument_libraries() -> None:
     """Trace every SQLAlchemy engine created from now on and every ``requests`` call.
 
-    Only while tracing is on.  Both instrumentors patch globally and ignore repeated
-    calls, so this is safe to call from every entry point.  Engines must be created
-    through ``sqlalchemy.create_engine`` looked up at call time (as ``topcoins.db`` does).
+    Called by ``configure_tracing``, which only entry points call: creating an engine
+    changes nothing global.  Both instrumentors patch globally and ignore repeated calls.
+    Engines must be created through ``sqlalchemy.create_engine`` looked up at call time
+    (as ``topcoins.db`` does).
     """
     if not _provider:
         return

@@ -1,7 +1,10 @@
 """gunicorn's access log as structured JSON fields instead of one formatted string.
 
 gunicorn writes the access line after the response is sent, outside the Flask
-request, so the request id is read back from the response header the app set.
+request, so the request id is read back from the response header the app set.  Outside
+the ``api`` package: gunicorn's master loads its logger class before any worker starts,
+and importing ``api`` there would import prometheus_client before gunicorn.conf.py's
+``on_starting`` chose the metrics directory, which the client reads once, at import.
 """
 
 from __future__ import annotations
