@@ -1,37 +1,34 @@
-"""Find, or failing that provide, a PostgreSQL server for local runs and tests.
+"""Find, or failing that start, a PostgreSQL server for local runs and tests.
 
-bin/local, bin/test and the pytest conftest must work on any fresh Debian machine without the
-developer configuring a database first, so the first reachable option wins:
+bin/local, bin/test and the pytest conftest must work on a machine with nothing but Python 3.11,
+so the first reachable option wins:
 
 1. ``DATABASE_URL`` from the environment; when it is set but unreachable a note goes to stderr.
-2. A server on 127.0.0.1:5432 that lets user ``postgres`` in without a password (db ``postgres``).
-3. A private throwaway cluster under ``<repo>/.local/postgres`` made with the installed
-   ``initdb`` and run with ``pg_ctl`` on a free 127.0.0.1 port, remembered in
-   ``.local/postgres/port`` so later calls reuse (or restart) the same cluster. Its data is
-   disposable, so fsync and friends are off. As root it runs as the ``postgres`` system user
-   (else ``nobody``); if that user cannot reach the repo (e.g. a repo under ``/root``) the
-   cluster lives in ``/tmp/topcoins-postgres-<hash of repo path>`` instead.
+2. The local server, ``postgresql://postgres@127.0.0.1:5432/postgres``
+   (``TOPCOINS_PG_LOCAL_URL`` names another one).
+3. An embedded cluster under ``<repo>/.local/pgserver``, run on a free 127.0.0.1 port with the
+   PostgreSQL binaries of the ``pgserver`` wheel (bin/setup installs it), never the system's.
+   It outlives the run: later calls reuse it, or start it again on the port remembered in
+   ``.local/pgserver/port``. Its data is disposable, so fsync is off. PostgreSQL refuses to run
+   as root, so as root it runs as the owner of its data, else as user ``postgres``, else
+   ``nobody``.
 4. Otherwise :class:`PostgresUnavailable` with a one-line hint.
-
-``TOPCOINS_PG_SKIP_LOCAL=1`` skips option 2: it is how the private-cluster path gets exercised
-(by hand or by tests) on machines that do have a local server.
 
 Command line, for bash scripts (stdout carries only the URL, progress goes to stderr, failures
 are one stderr line and exit code 2)::
 
-    python -m devtools.postgres url [--database NAME] [--no-private]
-    python -m devtools.postgres drop NAME [--no-private]
+    python -m devtools.postgres url [--database NAME] [--no-embedded]
+    python -m devtools.postgres drop NAME [--no-embedded]
     python -m devtools.postgres stop
 """
 
 import argparse
 import contextlib
 import fcntl
-import hashlib
+import importlib.util
 import os
 import pwd
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -42,23 +39,17 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_URL_ENV = "TOPCOINS_PG_LOCAL_URL"
 CONNECT_TIMEOUT_S = 3
-SKIP_LOCAL_ENV = "TOPCOINS_PG_SKIP_LOCAL"
-HINT = (
-    "set DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB, "
-    "or install PostgreSQL with `apt-get install postgresql`"
-)
+HINT = "set DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB, or run bin/setup for pgserver"
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_SCHEME_RE = re.compile(r"^(?:postgresql\+[a-z0-9_]+|postgres)://", re.IGNORECASE)
-_USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:).*@", re.IGNORECASE)
-_QUERY_PASSWORD_RE = re.compile(r"(^|&)(password=)[^&#]*", re.IGNORECASE)
 _LOOSE_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_SUN_PATH_MAX = 107
-_SOCKET_NAME = ".s.PGSQL.65535"
 _Completed = subprocess.CompletedProcess[str]
 
 
@@ -69,37 +60,46 @@ class PostgresUnavailable(RuntimeError):
     """
 
 
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError):
+        raise ValueError("malformed PostgreSQL URL (is the port a number?)") from None
+    if parsed.get_backend_name() not in ("postgres", "postgresql"):
+        raise ValueError(f"not a postgresql:// URL: {parsed.drivername}://…")
+    return parsed
+
+
 def normalize_url(url: str) -> str:
     """SQLAlchemy-style schemes (``postgresql+psycopg://``) mean nothing to libpq or psql."""
-    return _SCHEME_RE.sub("postgresql://", url.strip(), count=1)
+    return _parse(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def mask_url(url: str) -> str:
-    """Hide the password wherever it hides, even unencoded, so messages can show the URL."""
-    head, sep, query = url.partition("?")
-    return _USERINFO_RE.sub(r"\1***@", head) + sep + _QUERY_PASSWORD_RE.sub(r"\1\2***", query)
+    """The URL without its password (also in ``?password=``), so messages can show it."""
+    try:
+        parsed = _parse(url)
+    except ValueError:
+        return "<malformed URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def url_for_database(url: str, name: str) -> str:
     """Swap the database while keeping host, credentials and options."""
-    head, sep, query = normalize_url(url).partition("?")
-    scheme, _, rest = head.partition("://")
-    authority = rest.split("/", 1)[0]
-    params = [p for p in query.split("&") if p and not p.lower().startswith("dbname=")]
-    return f"{scheme}://{authority}/{name}" + (sep + "&".join(params) if params else "")
-
-
-def _database_of(url: str) -> str:
-    head, _, query = normalize_url(url).partition("?")
-    for param in query.split("&"):
-        if param.lower().startswith("dbname="):
-            return param.split("=", 1)[1]
-    rest = head.partition("://")[2]
-    return rest.split("/", 1)[1] if "/" in rest else ""
+    parsed = _parse(url).set(drivername="postgresql", database=name)
+    return parsed.difference_update_query(["dbname"]).render_as_string(hide_password=False)
 
 
 def _one_line(message: str) -> str:
     return _LOOSE_PASSWORD_RE.sub(r"\1***@", " ".join(message.split()))
+
+
+def _tail(text: str, *, first: bool = False) -> str:
+    """The line of a message or log that tells what went wrong: its last, or its first."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return _one_line(lines[0 if first else -1]) if lines else "no output"
 
 
 def _note(message: str) -> None:
@@ -120,20 +120,12 @@ def _connect_error(url: str) -> str | None:
     try:
         with _connect(url) as conn:
             conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return _one_line(str(exc))
+    except (psycopg.Error, ValueError) as exc:
+        return _tail(str(exc), first=True)
     return None
 
 
-def _port_listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def find_server(repo_root: Path, *, allow_private: bool = True) -> str:
+def find_server(repo_root: Path, *, allow_embedded: bool = True) -> str:
     """Return an admin URL (``postgresql://user@host:port/dbname``, as psql accepts it).
 
     With DATABASE_URL that is DATABASE_URL itself: its credentials create further databases and
@@ -141,19 +133,18 @@ def find_server(repo_root: Path, *, allow_private: bool = True) -> str:
     """
     env_url = os.environ.get("DATABASE_URL", "").strip()
     if env_url:
-        url = normalize_url(env_url)
-        error = _connect_error(url)
+        error = _connect_error(env_url)
         if error is None:
-            return url
-        _note(f"DATABASE_URL {mask_url(url)} is unreachable ({error}); looking further")
-    if not os.environ.get(SKIP_LOCAL_ENV) and _port_listening("127.0.0.1", 5432):
-        error = _connect_error(LOCAL_URL)
-        if error is None:
-            return LOCAL_URL
-        _note(f"the server on 127.0.0.1:5432 refused {LOCAL_URL} ({error}); looking further")
-    if allow_private:
-        return _private_cluster(repo_root)
-    raise PostgresUnavailable(f"no reachable PostgreSQL server: {HINT}")
+            return normalize_url(env_url)
+        _note(f"DATABASE_URL {mask_url(env_url)} is unreachable ({error}); looking further")
+    local = os.environ.get(LOCAL_URL_ENV, "").strip() or LOCAL_URL
+    error = _connect_error(local)
+    if error is None:
+        return normalize_url(local)
+    if not allow_embedded:
+        raise PostgresUnavailable(f"no reachable PostgreSQL server: {HINT}")
+    _note(f"no PostgreSQL at {mask_url(local)} ({error}); using the embedded one")
+    return embedded_server(repo_root)
 
 
 def ensure_database(admin_url: str, name: str) -> str:
@@ -180,115 +171,77 @@ def ensure_database(admin_url: str, name: str) -> str:
 def drop_database(admin_url: str, name: str) -> None:
     """Drop ``name`` even while tests still hold connections to it."""
     _check_name(name)
-    if name == _database_of(admin_url):
+    admin = _parse(admin_url)
+    if name == (admin.query.get("dbname") or admin.database):
         raise ValueError(f"refusing to drop {name!r}: it is the admin URL's maintenance database")
     with _connect(admin_url) as conn:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
         conn.execute(drop.format(sql.Identifier(name)))
 
 
-# --- private cluster -------------------------------------------------------------------------
+# --- embedded server -------------------------------------------------------------------------
 
 
-def _primary_base(repo_root: Path) -> Path:
-    return repo_root / ".local" / "postgres"
+def embedded_base(repo_root: Path) -> Path:
+    return repo_root / ".local" / "pgserver"
 
 
-def _fallback_base(repo_root: Path) -> Path:
-    digest = hashlib.sha256(str(repo_root.resolve()).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"topcoins-postgres-{digest}"  # noqa: S108 - reachable by any user
+def _bindir() -> Path:
+    """pgserver's binaries (its documented POSTGRES_BIN_PATH), found without importing it."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        raise PostgresUnavailable(f"no reachable PostgreSQL server and pgserver is missing: {HINT}")
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    if not (bindir / "postgres").is_file():
+        raise PostgresUnavailable(f"pgserver has no PostgreSQL binaries in {bindir}: reinstall it")
+    return bindir
 
 
-def _existing_base(repo_root: Path) -> Path | None:
-    for base in (_primary_base(repo_root), _fallback_base(repo_root)):
-        if (base / "data" / "PG_VERSION").is_file():
-            return base
-    return None
+def _embedded_url(port: int) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
-def _display(path: Path, repo_root: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(repo_root))
-    return str(path)
-
-
-def _version_key(bindir: Path) -> tuple[int, ...]:
-    return tuple(int(p) if p.isdigit() else -1 for p in bindir.parent.name.split("."))
-
-
-def _find_bindir(data: Path) -> Path | None:
-    """Prefer binaries matching an existing cluster, because newer ones refuse to start it."""
-    candidates: list[Path] = []
-    with contextlib.suppress(OSError):
-        version = (data / "PG_VERSION").read_text().strip()
-        candidates.append(Path("/usr/lib/postgresql") / version / "bin")
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-            if out:
-                candidates.append(Path(out))
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates += [Path(on_path).resolve().parent, Path(on_path).parent]
-    for bindir in candidates:
-        if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    return None
-
-
-def _service_user(data: Path) -> str | None:
-    """initdb and postgres refuse root; an existing cluster keeps running as its owner."""
+def _server_user(data: Path) -> pwd.struct_passwd | None:
+    """Who runs PostgreSQL: we ourselves, unless we are root, which PostgreSQL refuses."""
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(OSError, KeyError):
         owner = data.stat().st_uid
         if owner != 0:
-            return pwd.getpwuid(owner).pw_name
+            return pwd.getpwuid(owner)
     for name in ("postgres", "nobody"):
         with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name).pw_name
-    raise PostgresUnavailable(
-        f"running as root and there is no 'postgres' or 'nobody' user to run PostgreSQL as: {HINT}"
-    )
+            return pwd.getpwnam(name)
+    raise PostgresUnavailable(f"running as root and no user postgres or nobody to run as: {HINT}")
 
 
-def _as_user(cmd: list[str], user: str | None) -> list[str]:
-    if user is None:
-        return cmd
-    if shutil.which("runuser"):
-        return ["runuser", "-u", user, "--", *cmd]
-    return ["su", "-s", "/bin/sh", user, "-c", shlex.join(cmd)]
-
-
-def _run(cmd: list[str], user: str | None, cwd: Path, timeout: float) -> _Completed:
+def _run(cmd: list[str | Path], user: pwd.struct_passwd | None, cwd: Path) -> _Completed:
     # PG* variables (PGDATA, PGPORT, PGOPTIONS ...) would quietly change what the tools do.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
-    return subprocess.run(
-        _as_user(cmd, user),
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    try:
+        return subprocess.run(
+            [str(part) for part in cmd],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
+        )
+    except PermissionError:
+        raise PostgresUnavailable(f"cannot run {cmd[0]} in {cwd}{_root_hint(user)}") from None
+
+
+def _root_hint(user: pwd.struct_passwd | None) -> str:
+    if user is None:
+        return ""
+    return (
+        f" (as root, PostgreSQL runs as user {user.pw_name}, who needs search permission on"
+        " the repository's parent directories: chmod o+x them, or run as a normal user)"
     )
-
-
-def _output_tail(result: _Completed) -> str:
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    return _one_line(lines[-1]) if lines else f"exit code {result.returncode}"
-
-
-def _log_tail(log: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        if lines:
-            return _one_line(lines[-1])
-    return "no log output"
 
 
 @contextlib.contextmanager
@@ -302,48 +255,36 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _process(pid: int) -> tuple[str, str | None, bytes] | None:
-    """State letter, working directory (None when not ours to see) and command line."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    try:
-        cwd: str | None = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        cwd = None
-    return stat.rpartition(")")[2].split()[0], cwd, cmdline
-
-
 def _running_port(data: Path) -> int | None:
-    """Port of the live postmaster of ``data``, else None.
+    """Port of the live postmaster of ``data``, else None, removing a stale postmaster.pid.
 
-    Postgres refuses to start while the pid in postmaster.pid exists, which trips on a crashed
+    PostgreSQL refuses to start while the pid in postmaster.pid exists, which trips on a crashed
     postmaster not yet reaped and on a pid reused by another program after a container restart.
     """
     pid_file = data / "postmaster.pid"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            lines = pid_file.read_text().splitlines()
-            pid, port = int(lines[0]), int(lines[3])
-        except (OSError, ValueError, IndexError):
-            return None
-        process = _process(pid)
-        if process is None:
-            return None
-        state, cwd, cmdline = process
-        if state != "Z":
-            ours = cwd == str(data.resolve()) if cwd is not None else b"postgres" in cmdline
-            if ours:
-                return port
-            _note(f"removing stale {pid_file}: pid {pid} is another program")
-            pid_file.unlink(missing_ok=True)
-            return None
-        if time.monotonic() > deadline:
-            return port
-        time.sleep(0.1)
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        alive = b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()  # empty for a zombie
+    except OSError:
+        alive = not Path("/proc/self").exists() and _pid_exists(pid)  # no /proc (macOS)
+    if alive:
+        return port
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _port_free(port: int) -> bool:
@@ -369,138 +310,78 @@ def _choose_port(port_file: Path) -> int:
     return port
 
 
-def _private_url(port: int) -> str:
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-
-def _conf_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _prepare_base(repo_root: Path, user: str | None) -> Path:
-    primary = _primary_base(repo_root)
-    if user is None:
-        return primary
-    entry = pwd.getpwnam(user)
-    os.chown(primary, entry.pw_uid, entry.pw_gid)
-    probe = _run(["test", "-w", str(primary), "-a", "-x", str(primary)], user, Path("/"), 30)
-    if probe.returncode == 0:
-        return primary
-    fallback = _fallback_base(repo_root)
-    if fallback.is_symlink():
-        raise PostgresUnavailable(f"{fallback} is a symlink; remove it and retry")
-    fallback.mkdir(mode=0o700, exist_ok=True)
-    if fallback.stat().st_uid not in (0, entry.pw_uid):
-        raise PostgresUnavailable(f"{fallback} belongs to another user; remove it and retry")
-    os.chown(fallback, entry.pw_uid, entry.pw_gid)
-    _note(f"user {user} cannot reach {primary}; keeping the private cluster in {fallback}")
-    return fallback
-
-
-def _initdb(base: Path, bindir: Path, user: str | None, repo_root: Path) -> None:
+def _initdb(bindir: Path, base: Path, user: pwd.struct_passwd | None) -> None:
     partial = base / "data.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    as_whom = f" as user {user}" if user else ""
-    _note(f"creating a private PostgreSQL cluster under {_display(base, repo_root)}{as_whom} …")
-    started = time.monotonic()
-    result = _run(
-        [
-            str(bindir / "initdb"),
-            "-D",
-            str(partial),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        ],
-        user,
-        base,
-        300,
-    )
+    as_whom = f" as user {user.pw_name}" if user else ""
+    _note(f"creating the embedded PostgreSQL cluster in {base}{as_whom} …")
+    options = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
+    result = _run([bindir / "initdb", "-D", partial, *options], user, base)
     if result.returncode != 0:
-        raise PostgresUnavailable(f"initdb failed: {_output_tail(result)}")
-    sockets = str(base) if len(str(base)) + 1 + len(_SOCKET_NAME) <= _SUN_PATH_MAX else ""
+        tail = _tail(result.stderr or result.stdout)
+        raise PostgresUnavailable(f"initdb failed: {tail}{_root_hint(user)}")
     with (partial / "postgresql.conf").open("a") as conf:
         conf.write(
             "\n# devtools.postgres: throwaway cluster, durability traded for speed\n"
             "listen_addresses = '127.0.0.1'\n"
-            f"unix_socket_directories = {_conf_string(sockets)}\n"
+            "unix_socket_directories = ''\n"
             "fsync = off\n"
             "synchronous_commit = off\n"
             "full_page_writes = off\n"
         )
     partial.rename(base / "data")
-    _note(f"initdb took {time.monotonic() - started:.1f} s")
 
 
-def _start(base: Path, bindir: Path, user: str | None, repo_root: Path) -> int:
-    port = _choose_port(base / "port")
-    log = base / "postgres.log"
-    where = f"127.0.0.1:{port} (log: {_display(log, repo_root)})"
-    _note(f"starting the private PostgreSQL cluster on {where} …")
-    started = time.monotonic()
-    cmd = [str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(log), "-w", "-t", "60"]
-    result = _run([*cmd, "-o", f"-p {port}", "start"], user, base, 90)
-    if result.returncode != 0:
-        raise PostgresUnavailable(
-            f"pg_ctl could not start the private cluster ({_log_tail(log)}); "
-            f"see {log}, or delete {base} to recreate it"
-        )
-    _note(f"started in {time.monotonic() - started:.1f} s")
-    return port
-
-
-def _private_cluster(repo_root: Path) -> str:
-    primary = _primary_base(repo_root)
-    primary.mkdir(parents=True, exist_ok=True)
-    with _locked(primary / "lock"):
-        base = _existing_base(repo_root)
-        if base is not None:
-            port = _running_port(base / "data")
-            if port is not None and _connect_error(_private_url(port)) is None:
-                return _private_url(port)
-        bindir = _find_bindir((base or primary) / "data")
-        if bindir is None:
+def embedded_server(repo_root: Path) -> str:
+    """Admin URL of the embedded cluster, created and started as needed."""
+    bindir = _bindir()
+    base = embedded_base(repo_root)
+    data = base / "data"
+    base.mkdir(parents=True, exist_ok=True)
+    with _locked(base / "lock"):
+        port = _running_port(data)
+        if port is not None and _connect_error(_embedded_url(port)) is None:
+            return _embedded_url(port)
+        user = _server_user(data)
+        if user is not None:
+            os.chown(base, user.pw_uid, user.pw_gid)
+        started = time.monotonic()
+        if not (data / "PG_VERSION").is_file():
+            _initdb(bindir, base, user)
+        port = _choose_port(base / "port")
+        log = base / "log"
+        _note(f"starting the embedded PostgreSQL on 127.0.0.1:{port} (log: {log}) …")
+        cmd: list[str | Path] = [bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60"]
+        if _run([*cmd, "-o", f"-p {port}", "start"], user, base).returncode != 0:
+            log_tail = _tail(log.read_text(errors="replace")) if log.is_file() else "no log"
             raise PostgresUnavailable(
-                f"no reachable PostgreSQL server, nor binaries to run a private one: {HINT}"
+                f"the embedded PostgreSQL did not start ({log_tail}); "
+                f"see {log}, or delete {base} to start afresh{_root_hint(user)}"
             )
-        user = _service_user((base or primary) / "data")
-        if base is None:
-            base = _prepare_base(repo_root, user)
-            _initdb(base, bindir, user, repo_root)
-        port = _start(base, bindir, user, repo_root)
-        url = _private_url(port)
+        url = _embedded_url(port)
         error = _connect_error(url)
         if error is not None:
-            raise PostgresUnavailable(f"the private cluster started but refuses us: {error}")
+            raise PostgresUnavailable(f"the embedded PostgreSQL started but refuses us: {error}")
+        _note(f"the embedded PostgreSQL is up after {time.monotonic() - started:.1f} s")
         return url
 
 
-def stop_private_cluster(repo_root: Path) -> None:
-    """Stop without deleting: the next find_server restarts it in about a second."""
-    primary = _primary_base(repo_root)
-    if not primary.is_dir():
-        _note("no private PostgreSQL cluster to stop")
+def stop_embedded_server(repo_root: Path) -> None:
+    """Stop without deleting: the next find_server starts it again in well under a second."""
+    base = embedded_base(repo_root)
+    data = base / "data"
+    if not base.is_dir():
+        _note("no embedded PostgreSQL to stop")
         return
-    stopped = False
-    with _locked(primary / "lock"):
-        for base in (primary, _fallback_base(repo_root)):
-            data = base / "data"
-            if _running_port(data) is None:
-                continue
-            bindir = _find_bindir(data)
-            if bindir is None:
-                raise PostgresUnavailable(f"cannot stop the cluster in {data}: no pg_ctl found")
-            cmd = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]
-            result = _run(cmd, _service_user(data), base, 90)
-            if result.returncode != 0:
-                raise PostgresUnavailable(f"pg_ctl stop failed: {_output_tail(result)}")
-            _note(f"stopped the private PostgreSQL cluster under {_display(base, repo_root)}")
-            stopped = True
-    if not stopped:
-        _note("no private PostgreSQL cluster is running")
+    with _locked(base / "lock"):
+        if _running_port(data) is None:
+            _note("the embedded PostgreSQL is not running")
+            return
+        cmd: list[str | Path] = [_bindir() / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]
+        result = _run(cmd, _server_user(data), base)
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl stop failed: {_tail(result.stderr)}")
+        _note(f"stopped the embedded PostgreSQL in {base}")
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -514,36 +395,28 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     url = commands.add_parser("url", help="print the admin URL, or the URL of --database")
     url.add_argument("--database", metavar="NAME", help="create NAME if missing, print its URL")
-    url.add_argument("--no-private", action="store_true", help="never use a private cluster")
+    url.add_argument("--no-embedded", action="store_true", help="never start the embedded one")
     drop = commands.add_parser("drop", help="drop database NAME if it exists")
     drop.add_argument("name", metavar="NAME")
-    drop.add_argument("--no-private", action="store_true", help="never use a private cluster")
-    commands.add_parser("stop", help="stop the private cluster, if running")
+    drop.add_argument("--no-embedded", action="store_true", help="never start the embedded one")
+    commands.add_parser("stop", help="stop the embedded server, if running")
     return parser
-
-
-_EXPECTED_ERRORS = (
-    psycopg.Error,
-    OSError,
-    subprocess.SubprocessError,
-    ValueError,
-)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "url":
-            admin = find_server(REPO_ROOT, allow_private=not args.no_private)
+            admin = find_server(REPO_ROOT, allow_embedded=not args.no_embedded)
             print(ensure_database(admin, args.database) if args.database else admin)
         elif args.command == "drop":
-            drop_database(find_server(REPO_ROOT, allow_private=not args.no_private), args.name)
+            drop_database(find_server(REPO_ROOT, allow_embedded=not args.no_embedded), args.name)
         else:
-            stop_private_cluster(REPO_ROOT)
+            stop_embedded_server(REPO_ROOT)
     except PostgresUnavailable as exc:
         print(f"devtools.postgres: {exc}", file=sys.stderr)
         return 2
-    except _EXPECTED_ERRORS as exc:
+    except (psycopg.Error, OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"devtools.postgres: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     return 0
