@@ -43,9 +43,17 @@ COMPONENTS = {
     "ranking-coinmarketcap": K8S / "components" / "ranking-coinmarketcap",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
-# The oldest version k8s/README.md supports, and the newest kubernetes-validate knows: API servers
-# differ (1.32 to 1.34 require fields later ones default), so both must accept every object.
-OLDEST_SUPPORTED_VERSION = "1.32.0"
+# Every object must validate against the oldest Kubernetes k8s/README.md claims ("Kubernetes 1.32
+# or newer") and the newest kubernetes-validate knows: API servers differ (those of 1.32 to 1.34
+# require fields later ones default). Read from the README so that the claim and the tests cannot
+# drift apart. kubernetes-validate 1.37 ships 1.25 to 1.37, so 1.32 itself is checked; were the
+# claim outside what it ships, the closest version it has would stand in.
+_CLAIMED = re.search(r"Kubernetes 1\.(\d+) or newer", (K8S / "README.md").read_text())
+assert _CLAIMED, "k8s/README.md no longer says which Kubernetes it needs"
+OLDEST_SUPPORTED_VERSION = min(
+    kubernetes_validate.utils.all_versions(),
+    key=lambda version: abs(int(version.split(".")[1]) - int(_CLAIMED[1])),
+)
 KUBERNETES_VERSIONS = (OLDEST_SUPPORTED_VERSION, KUBERNETES_VERSION)
 
 # JSON schemas for custom resources, keyed "group/version/Kind": our own descriptions of the
@@ -202,10 +210,9 @@ def all_containers(pod_spec: Obj) -> list[Obj]:
     return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
 
 
-def effective(pod_spec: Obj, container: Obj, field: str) -> Any:
-    """A security setting as the kubelet applies it: the container's, else the pod's."""
-    own = container.get("securityContext", {})
-    return own[field] if field in own else pod_spec.get("securityContext", {}).get(field)
+def security_context(pod_spec: Obj, container: Obj) -> Obj:
+    """The settings the kubelet applies to a container: its own, else the pod's."""
+    return {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
 
 
 def image_repository(image: str) -> str:
@@ -255,19 +262,14 @@ class ImageDefaults:
     workdir: str
 
 
-_VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
 def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion in command, args and env values; ``$$`` is ``$``."""
-
-    def one(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
-            return "$"
-        return env.get(name, match.group(0))
-
-    return _VARIABLE.sub(one, text)
+    """The kubelet's expansion of command, args and env values: ``$$`` is ``$``, ``$(NAME)`` is
+    NAME's value, or stays as written when NAME is not set."""
+    return re.sub(
+        r"\$(?:\$|\(([^)]*)\))",
+        lambda m: "$" if m[1] is None else env.get(m[1], m[0]),
+        text,
+    )
 
 
 def argv(container: Obj, image: ImageDefaults, env: Mapping[str, str]) -> list[str]:
