@@ -1,4 +1,5 @@
-"""``python -m scrapers``: a CronJob's process, started afresh for every run.
+"""``python -m scrapers`` and the ``top-coins-scraper`` script: a CronJob's process, started
+afresh for every run.
 
 The imports make some 120 000 objects that live until exit.  The cyclic garbage collector
 would walk them in every collection during the imports and once more at exit, which on a
@@ -9,9 +10,16 @@ small node costs more than the run itself; frozen, they are left out of every co
 import gc
 import sys
 
-gc.disable()
-from .cli import main  # noqa: E402
 
-gc.freeze()
-gc.enable()
-sys.exit(main())
+def main() -> int:
+    gc.disable()
+    try:
+        from .cli import main as cli_main
+    finally:
+        gc.freeze()
+        gc.enable()
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,7 +57,7 @@ TREES = (*manifests.TREES, WITH_CMC_RANKING)
 NAMESPACE = "top-coins"
 PART_OF = {"app.kubernetes.io/part-of": "top-coins"}
 
-# What Dockerfile.api and Dockerfile.scraper declare (ENTRYPOINT, CMD, WORKDIR). A container
+# What the Dockerfile's targets declare (ENTRYPOINT, CMD, WORKDIR). A container
 # without `command`/`args` runs these; test_image_defaults_match_the_dockerfiles keeps them true.
 IMAGE_DEFAULTS = {
     "top-coins-api": ImageDefaults(
@@ -66,8 +66,15 @@ IMAGE_DEFAULTS = {
     "top-coins-scraper": ImageDefaults(
         entrypoint=("python", "-m", "scrapers"), cmd=("--help",), workdir="/app"
     ),
+    "top-coins-fakeproviders": ImageDefaults(
+        entrypoint=("python", "-m", "fakeproviders"), cmd=("--host", "0.0.0.0"), workdir="/app"
+    ),
 }
-DOCKERFILES = {"top-coins-api": "Dockerfile.api", "top-coins-scraper": "Dockerfile.scraper"}
+TARGETS = {
+    "top-coins-api": "api",
+    "top-coins-scraper": "scraper",
+    "top-coins-fakeproviders": "fakeproviders",
+}
 IMAGE_USER = 10001
 
 # The volume types the restricted Pod Security Standard allows (beside each volume's name).
@@ -691,11 +698,11 @@ def test_network_policies_allow_only_what_each_component_needs(tree):
             assert callers == INGRESS_PEERS[name]
 
 
-def dockerfile_defaults(path: Path) -> ImageDefaults:
-    """ENTRYPOINT, CMD and WORKDIR of a Dockerfile's final stage, as the image declares them."""
-    final = Dockerfile.load(path).final
+def dockerfile_defaults(target: str) -> ImageDefaults:
+    """ENTRYPOINT, CMD and WORKDIR of a Dockerfile target, as its image declares them."""
+    final = Dockerfile.load(ROOT / "Dockerfile").stage(target)
     workdir = final.last("WORKDIR")
-    assert workdir is not None, f"{path.name}: no WORKDIR in the final stage"
+    assert workdir is not None, f"Dockerfile: no WORKDIR in the {target} target"
     return ImageDefaults(
         entrypoint=tuple(final.entrypoint), cmd=tuple(final.cmd), workdir=workdir.arguments.strip()
     )
@@ -703,10 +710,7 @@ def dockerfile_defaults(path: Path) -> ImageDefaults:
 
 @pytest.mark.parametrize("image", sorted(IMAGE_DEFAULTS))
 def test_image_defaults_match_the_dockerfiles(image):
-    path = ROOT / DOCKERFILES[image]
-    if not path.exists():
-        pytest.skip(f"{path.name} does not exist yet; IMAGE_DEFAULTS cannot be checked against it")
-    assert dockerfile_defaults(path) == IMAGE_DEFAULTS[image]
+    assert dockerfile_defaults(TARGETS[image]) == IMAGE_DEFAULTS[image]
 
 
 # --- 3. what the manifests say is what runs --------------------------------------------------

@@ -1,0 +1,1 @@
+"""The Alembic migrations, packaged: ``alembic.ini`` and ``top-coins-migrate`` find them here."""
