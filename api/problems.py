@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, got_request_exception, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger("api")
@@ -84,5 +84,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        # A handler for Exception keeps Flask from sending this itself; /metrics counts it.
+        got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=error)
         server_error = InternalServerError()
         return problem_response(500, server_error.name, "the server failed to answer")

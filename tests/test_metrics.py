@@ -164,6 +164,26 @@ def test_request_counts_and_latency_by_endpoint_and_status(client, scraped):
     assert fast == 2
 
 
+def test_an_unhandled_exception_is_counted(app, client):
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    assert client.get("/boom").status_code == 500
+    samples = scrape_metrics(client)
+    assert value(samples, "flask_http_request_exceptions_total", method="GET", status="500") == 1
+    assert client.get("/healthz").status_code == 200
+    assert (
+        value(
+            scrape_metrics(client),
+            "flask_http_request_exceptions_total",
+            method="GET",
+            status="500",
+        )
+        == 1
+    )
+
+
 def test_a_flood_of_metrics_scrapes_reads_the_freshness_once_every_few_seconds(
     app, client, scraped
 ):
