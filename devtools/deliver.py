@@ -243,6 +243,13 @@ def apply_and_wait(runner: Runner, release: Release, manifests: str) -> None:
          f"--timeout={WAIT_SECONDS}s", f"job/{release.migration_job}"],
         step="migration",
     )  # fmt: skip
+    # Earlier releases' finished migration Jobs go once this one has migrated.
+    runner.run(
+        ["kubectl", *namespace, "delete", "job", "--ignore-not-found",
+         "--selector", "app.kubernetes.io/component=migration",
+         "--field-selector", f"metadata.name!={release.migration_job}"],
+        step="migration",
+    )  # fmt: skip
     if not release.is_tag:
         # A new staging namespace has no data, and the API is ready only once it has a list:
         # run each scraper once now rather than wait for its schedule.

@@ -9,8 +9,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
-from types import FrameType
 
 from fakeproviders.server import FakeProviders
 
@@ -64,13 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True
     )
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # The stop signals are waited for, not handled: a handler setting an Event deadlocks when
+    # a second signal (a process group's TERM, then its parent's) lands inside the first one's
+    # Event.set.  Blocked before any thread starts, so every thread inherits the mask.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     providers = FakeProviders(
         coindesk_key=args.coindesk_key,
         cryptocompare_key=args.cryptocompare_key,
@@ -91,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"CRYPTOCOMPARE_BASE_URL={providers.cryptocompare_url}\n")
         sys.stdout.write(f"COINMARKETCAP_BASE_URL={providers.coinmarketcap_url}\n")
         sys.stdout.flush()
-        while not stopping.wait(0.5):
-            pass
+        signal.sigwait(stop_signals)
     finally:
         providers.stop()
     return 0

@@ -91,6 +91,7 @@ def test_a_dry_run_renders_valid_manifests_pinned_to_the_digests_given(
     assert "$ docker build" not in result.stdout
     assert f"$ kubectl --namespace {namespace} wait --for=condition=complete" in result.stdout
     assert "rollout status deployment/top-coins-api" in result.stdout
+    assert f"--field-selector 'metadata.name!={job}'" in result.stdout
 
 
 def test_a_branch_dry_run_prints_the_build_and_push_of_each_image():

@@ -4,6 +4,7 @@ would let the scrapers pass against shapes the real APIs never send."""
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -725,3 +726,22 @@ def test_command_line_prints_three_base_urls() -> None:
     assert len(response.json()["Data"]["LIST"]) == 10
     assert remaining == ""
     assert process.returncode == 0
+
+
+def test_the_process_stops_on_two_terms_in_a_row():
+    """A process group's TERM and its parent's arrive together when bin/local stops."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakeproviders", "--coindesk-port", "0",
+         "--cryptocompare-port", "0", "--coinmarketcap-port", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        urls = [process.stdout.readline() for _ in range(3)]
+        assert all(url.startswith(("COINDESK", "CRYPTOCOMPARE", "COINMARKETCAP")) for url in urls)
+        for _ in range(20):
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
