@@ -9,6 +9,7 @@ plain successful ``GET /`` before Flask; everything else (errors, conditional re
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from functools import lru_cache
@@ -37,6 +38,9 @@ MAX_LIST = 500
 # (CryptoCompare's "HOT*" and CoinMarketCap's "USD.E", say).
 MAX_SYMBOL_LENGTH = 32
 SYMBOL_PUNCTUATION = "*.-_$@&+"
+# ASCII letters, digits and those marks, or any character beyond ASCII but a space: written
+# without \w or \p{…}, which regex engines read differently (api/openapi.json states it too).
+SYMBOL = re.compile(r"(?:[A-Za-z0-9_*.$@&+-]|[^\x00-\x7F\s]){1,32}")
 MAX_ID = 2**31 - 1
 
 
@@ -159,13 +163,11 @@ def _symbols(args: MultiDict[str, str]) -> tuple[str, ...] | None:
     if entries is None:
         return None
     for entry in entries:
-        if len(entry) > MAX_SYMBOL_LENGTH or not all(
-            c.isalnum() or c in SYMBOL_PUNCTUATION for c in entry
-        ):
+        if not SYMBOL.fullmatch(entry):
             raise invalid_parameter(
                 "symbols",
                 f"{entry[:40]!r} is not a ticker: at most {MAX_SYMBOL_LENGTH} letters, digits "
-                f"or {' '.join(SYMBOL_PUNCTUATION)}",
+                f"or {' '.join(SYMBOL_PUNCTUATION)}, or characters beyond ASCII but spaces",
             )
     return tuple(dict.fromkeys(entries))
 

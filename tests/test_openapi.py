@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.health import API_VERSION
 from api.history import MOMENT
+from api.list_endpoint import SYMBOL
 from api.openapi import DOCUMENT_PATH
 from tests.conftest import HISTORY_PATH, Exchange, contract
 from tests.support import Gunicorn
@@ -57,6 +58,11 @@ def test_the_windows_the_document_promises_are_the_ones_the_api_reads():
     patterns = {name: parameters[name]["schema"]["pattern"] for name in ("from", "to")}
     expected = f"^{MOMENT.pattern}(?!\\n)$"
     assert patterns == {"from": expected, "to": expected}
+
+
+def test_the_tickers_the_document_promises_are_the_ones_the_api_reads():
+    symbols = load()["components"]["parameters"]["symbols"]["schema"]["items"]["pattern"]
+    assert symbols == f"^{SYMBOL.pattern}(?!\\n)$"
 
 
 def test_every_route_and_method_of_the_app_is_described(app):
