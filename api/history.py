@@ -266,6 +266,10 @@ def _build(connection: Connection, window: Window, step: timedelta, max_points: 
         start = end - step * max_points
         if retained_from is not None:
             start = max(start, bucket_start(retained_from, step))
+    # A bound given beyond the other's default makes an empty window, not a reversed one.
+    if window.end is None:
+        end = max(end, start)
+    start = min(start, end)
     points = buckets(start, end, step)
     if points > max_points:
         coarser = [name for name, size in INTERVALS.items() if size > step]

@@ -138,6 +138,13 @@ def test_a_window_outside_the_retention_is_empty_and_says_what_is_retained(week)
     assert document["meta"]["retained"]["from"] == iso(START + timedelta(minutes=10))
 
 
+@pytest.mark.parametrize("bound", ["to=2025-01-01", "from=2099-01-01"])
+def test_one_bound_beyond_the_retention_gives_an_empty_window_not_a_reversed_one(week, bound):
+    document = week.get(f"/coins/1/history?{bound}").get_json()
+    assert document["data"] == []
+    assert document["meta"]["from"] == document["meta"]["to"]
+
+
 def test_a_coin_never_seen_or_no_longer_retained_is_a_404_problem(client, store, db):
     store.ranking([("OLD", "Oldcoin", 5, "provider")], at=datetime.now(UTC) - timedelta(days=20))
     snapshot_pair(store, datetime.now(UTC) - timedelta(minutes=5), 1, "10")
