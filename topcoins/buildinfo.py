@@ -6,16 +6,27 @@ import subprocess
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic.script import ScriptDirectory
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @cache
+def _scripts() -> ScriptDirectory:
+    """Imported when asked: the settings read ``git_commit`` here, and a scraper's start-up
+    must not pay some 100 ms for alembic, which only the API's readiness needs."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(ROOT / "migrations"))
+
+
+@cache
 def schema_head() -> str:
     """The newest migration shipped with this code; ``/readyz`` compares the database to it."""
-    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    head = _scripts().get_current_head()
     if head is None:
         raise RuntimeError("no migrations found")
     return head
@@ -24,8 +35,7 @@ def schema_head() -> str:
 @cache
 def schema_revisions() -> frozenset[str]:
     """Every migration this code knows: a database at one of them, not the head, is behind."""
-    scripts = ScriptDirectory(str(ROOT / "migrations"))
-    return frozenset(script.revision for script in scripts.walk_revisions())
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def schema_is_behind(found: str | None) -> bool:
