@@ -28,7 +28,7 @@ from werkzeug.http import http_date, quote_etag
 from topcoins.models import HISTORY_EPOCH, history_day
 
 from .cache import NoDataYet, NotLoaded, TopListCache
-from .list_endpoint import MAX_ID, negotiated_format, single
+from .list_endpoint import MAX_ID, cmc_id_or_none, negotiated_format, single
 from .problems import Problem, invalid_parameter
 from .rendered_list import MEDIA_TYPES, csv_line, decimal_text, iso, json_bytes
 
@@ -179,9 +179,8 @@ def coin_history(cmc_id: str) -> Response:
 
 
 def parse_window(cmc_id: str, args: MultiDict[str, str], accept: str | None) -> Window:
-    if not (cmc_id.isascii() and cmc_id.isdigit() and len(cmc_id) <= 10) or not (
-        0 < int(cmc_id) <= MAX_ID
-    ):
+    coin = cmc_id_or_none(cmc_id)
+    if coin is None:
         raise invalid_parameter(
             "cmc_id", f"must be a CoinMarketCap id (1 to {MAX_ID}); got {cmc_id[:20]!r}", "path"
         )
@@ -195,7 +194,7 @@ def parse_window(cmc_id: str, args: MultiDict[str, str], accept: str | None) -> 
     start, end = _moment(args, "from"), _moment(args, "to")
     if start is not None and end is not None and start >= end:
         raise invalid_parameter("from", "must be earlier than to")
-    return Window(int(cmc_id), start, end, interval, negotiated_format(args, accept))
+    return Window(coin, start, end, interval, negotiated_format(args, accept))
 
 
 def _moment(args: MultiDict[str, str], name: str) -> datetime | None:

@@ -178,14 +178,21 @@ def _ids(args: MultiDict[str, str]) -> tuple[int, ...] | None:
         return None
     ids = []
     for entry in entries:
-        if not (entry.isascii() and entry.isdigit() and len(entry) <= 10) or not (
-            0 < int(entry) <= MAX_ID
-        ):
+        cmc_id = cmc_id_or_none(entry)
+        if cmc_id is None:
             raise invalid_parameter(
                 "ids", f"{entry[:20]!r} is not a CoinMarketCap id (1 to {MAX_ID})"
             )
-        ids.append(int(entry))
+        ids.append(cmc_id)
     return tuple(dict.fromkeys(ids))
+
+
+def cmc_id_or_none(text: str) -> int | None:
+    """A CoinMarketCap id as a request writes it: plain ASCII digits, 1 to ``MAX_ID``."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
 
 
 def _fields(args: MultiDict[str, str]) -> tuple[str, ...] | None:

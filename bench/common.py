@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ from devtools.postgres import drop_database, ensure_database, find_server
 from fakeproviders import FakeProviders
 from scrapers.cli import main as scrapers_main
 from tests import frontend
+from tests.support import free_port
 from topcoins.settings import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def migrated_database(admin: str, name: str) -> str:

@@ -238,11 +238,15 @@ def apply_and_wait(runner: Runner, release: Release, manifests: str) -> None:
     runner.run(["kubectl", "apply", "-f", "-"], step="apply", stdin=manifests)
     runner.step(5, "wait for the migration and the rollout")
     namespace = ["--namespace", release.namespace]
-    runner.run(
-        ["kubectl", *namespace, "wait", "--for=condition=complete",
-         f"--timeout={WAIT_SECONDS}s", f"job/{release.migration_job}"],
-        step="migration",
-    )  # fmt: skip
+
+    def wait_for_job(job: str, step: str) -> None:
+        runner.run(
+            ["kubectl", *namespace, "wait", "--for=condition=complete",
+             f"--timeout={WAIT_SECONDS}s", f"job/{job}"],
+            step=step,
+        )  # fmt: skip
+
+    wait_for_job(release.migration_job, "migration")
     # Earlier releases' finished migration Jobs go once this one has migrated.
     runner.run(
         ["kubectl", *namespace, "delete", "job", "--ignore-not-found",
@@ -263,11 +267,7 @@ def apply_and_wait(runner: Runner, release: Release, manifests: str) -> None:
                 ["kubectl", *namespace, "create", "job", job, f"--from=cronjob/{cronjob}"],
                 step="first scrape",
             )
-            runner.run(
-                ["kubectl", *namespace, "wait", "--for=condition=complete",
-                 f"--timeout={WAIT_SECONDS}s", f"job/{job}"],
-                step="first scrape",
-            )  # fmt: skip
+            wait_for_job(job, "first scrape")
     runner.run(
         ["kubectl", *namespace, "rollout", "status", "deployment/top-coins-api",
          f"--timeout={WAIT_SECONDS}s"],

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import psycopg
 import pytest
 
 from devtools import postgres
-from tests.support import ROOT
+from tests.support import ROOT, run_python
 
 POSTGRES_TOOLS = ("postgres", "initdb", "pg_ctl", "pg_config", "psql")
 LOCAL = postgres.LOCAL_URL
@@ -82,15 +80,7 @@ def test_with_nothing_installed_an_embedded_server_is_started_and_reused(scratch
                           "data": data[0], "left": left[0]}))
         """
     ).replace("TOOLS", repr(POSTGRES_TOOLS))
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(scratch_repo)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(env, "-c", script, str(scratch_repo))
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["admin"].startswith("postgresql://postgres@127.0.0.1:")
